@@ -1,0 +1,13 @@
+//! The shared vocabulary of apiguard: what a request looks like to an inspection stage, what a
+//! stage may answer, and the security events every decision produces. No I/O lives here, so
+//! every other crate (the pure detection engine included) can depend on it.
+
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod pipeline;
+pub mod request;
+
+pub use event::{EventKind, SecurityEvent};
+pub use pipeline::{Action, Finding, Outcome, RequestContext, Severity, Stage};
+pub use request::{ClientInfo, RequestView};
