@@ -1,2 +1,117 @@
+//! The `apiguard` command line: wiring only.
+
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// apiguard: an API security gateway (and, later, a threat-intelligence hub).
+///
+/// The gateway sits in front of REST, gRPC and GraphQL APIs: it routes, inspects and blocks,
+/// balances over upstream pools, and exports metrics on an admin endpoint.
+#[derive(Parser)]
+#[command(
+    name = "apiguard",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    ///
+    /// SIGHUP (or a change of the file, unless `reload.watch` is false) reloads it: a bad file
+    /// is rejected and logged and the running configuration keeps serving. SIGTERM or SIGINT
+    /// stops accepting connections, lets in-flight requests finish (`reload.drain_timeout`)
+    /// and exits. Logs are JSON lines on standard output; RUST_LOG sets the level (default
+    /// info).
+    Run {
+        /// The gateway configuration (YAML). See docs/configuration.md.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a configuration file without running it.
+    ///
+    /// Prints every problem as `file:line:column: reason` and exits with status 1 when there
+    /// is one, 0 when the file is valid.
+    Validate {
+        /// The gateway configuration (YAML) to check.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match apiguard_gateway::validate_file(&config) {
+            Ok(()) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Schema => {
+            let schema = schemars::schema_for!(apiguard_gateway::config::Config);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("a schema serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => {
+            init_logging();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("apiguard: cannot start the async runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                let gateway = match apiguard_gateway::Gateway::start(&config).await {
+                    Ok(gateway) => gateway,
+                    Err(error) => {
+                        eprintln!("{error}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match gateway.run_until_signalled().await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("apiguard: signal handling failed: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}

@@ -1,1 +1,23 @@
+//! apiguard's data plane: listeners, routing, the inspection pipeline, upstream pools, the
+//! admin endpoint, hot reload.
+
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod headers;
+pub mod identity;
+pub mod listener;
+pub mod load;
+pub mod metrics;
+pub mod pipeline;
+pub mod problem;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+
+pub use runtime::{Gateway, StartError, validate_file};

@@ -20,7 +20,12 @@ pub enum EventKind {
         findings: Vec<Finding>,
     },
     /// An upstream target was taken out of rotation.
-    UpstreamEjected { pool: String, target: String, reason: String, until_ms: u64 },
+    UpstreamEjected {
+        pool: String,
+        target: String,
+        reason: String,
+        until_ms: u64,
+    },
     /// An upstream target came back.
     UpstreamRestored { pool: String, target: String },
     /// A new configuration took effect.

@@ -1,0 +1,188 @@
+//! Bodies sent upstream: nothing, a buffered body, or the client's body streamed through a
+//! byte counter that stops it at the route's limit.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// The error a streamed body gives once it passes its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the route's limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// A request body on its way upstream.
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        Empty,
+        Full { data: Option<Bytes> },
+        Streaming { #[pin] inner: Incoming, seen: u64, limit: u64 },
+    }
+}
+
+impl RequestBody {
+    pub fn full(data: Bytes) -> Self {
+        if data.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full { data: Some(data) }
+        }
+    }
+
+    pub fn streaming(inner: Incoming, limit: u64) -> Self {
+        RequestBody::Streaming {
+            inner,
+            seen: 0,
+            limit,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            RequestBodyProj::Empty => Poll::Ready(None),
+            RequestBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBodyProj::Streaming { inner, seen, limit } => {
+                match std::task::ready!(inner.poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *seen += data.len() as u64;
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                    limit: *limit,
+                                }))));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Full { data } => data.is_none(),
+            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestBody::Streaming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body to the client: the upstream's, streamed, or one made here. It counts
+    /// the bytes sent so the access log can report them.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        Local { data: Option<Bytes> },
+        Upstream { #[pin] inner: Incoming, on_end: Option<BytesSent> },
+    }
+}
+
+/// Counts the body bytes of a streamed response and reports them once, when the body ends or
+/// is dropped (a client that goes away still gets its access log line).
+pub struct BytesSent {
+    sent: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl BytesSent {
+    pub fn new(done: impl FnOnce(u64) + Send + 'static) -> Self {
+        BytesSent {
+            sent: 0,
+            done: Some(Box::new(done)),
+        }
+    }
+}
+
+impl Drop for BytesSent {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.sent);
+        }
+    }
+}
+
+impl ResponseBody {
+    pub fn local(data: impl Into<Bytes>) -> Self {
+        ResponseBody::Local {
+            data: Some(data.into()),
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Local { data: None }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ResponseBodyProj::Local { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+            ResponseBodyProj::Upstream { inner, on_end } => {
+                let polled = std::task::ready!(inner.poll_frame(cx));
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if let (Some(data), Some(counter)) = (frame.data_ref(), on_end.as_mut()) {
+                            counter.sent += data.len() as u64;
+                        }
+                    }
+                    Some(Err(_)) | None => drop(on_end.take()),
+                }
+                Poll::Ready(polled)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Local { data } => data.as_ref().is_none_or(|d| d.is_empty()),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Local { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The configuration file as written by users: serde structs with a doc comment on every field
+//! (the same comments become docs/configuration.md and the JSON Schema in schemas/).
+//!
+//! Fields that later checks must point at keep their YAML location ([`Spanned`]), so that
+//! `apiguard validate` can say file:line:column for a route naming a missing upstream as well
+//! as for a syntax error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::Spanned;
+
+/// The whole gateway configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "apiguard gateway configuration")]
+pub struct Config {
+    /// Where the gateway accepts client traffic. At least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin listener: /metrics, /healthz, /readyz, /config/versions. Optional; keep it on
+    /// a loopback or management address.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Upstream pools by name. Routes refer to them by this name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes. The most specific match wins (see docs/configuration.md, "Route matching").
+    pub routes: Vec<RouteConfig>,
+    /// Access logs.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Hot reload behaviour.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for metrics and logs. Defaults to the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `IP:port` to bind, such as `0.0.0.0:8443` or `[::1]:8080`.
+    #[schemars(with = "String")]
+    pub address: Spanned<String>,
+    /// Serve TLS on this listener (ALPN offers h2 and http/1.1). Without it the listener
+    /// speaks cleartext HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How long a client may take to send a complete request head before the connection is
+    /// closed (slowloris protection). An idle HTTP/1.1 keep-alive connection is closed after
+    /// the same time.
+    #[serde(default = "defaults::header_read_timeout")]
+    #[schemars(with = "String")]
+    pub header_read_timeout: DurationSpec,
+    /// Maximum open connections; further connections are closed at once.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Maximum concurrent HTTP/2 streams per connection.
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+/// TLS for a listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    #[schemars(with = "String")]
+    pub cert: Spanned<String>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    #[schemars(with = "String")]
+    pub key: Spanned<String>,
+    /// PEM file with the CA certificates that sign client certificates. Setting it turns on
+    /// client certificate verification (mTLS).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub client_ca: Option<Spanned<String>>,
+    /// With `client_ca`: `required` refuses clients without a valid certificate; `optional`
+    /// accepts them (their identity is then unknown).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a client certificate is mandatory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `IP:port` to bind.
+    #[schemars(with = "String")]
+    pub address: Spanned<String>,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Targets as `host:port` (IP or name resolved at connect time).
+    #[schemars(with = "Vec<String>")]
+    pub targets: Vec<Spanned<String>>,
+    /// Protocol towards the targets: `http1`, or `h2c` (HTTP/2 without TLS, for gRPC).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// `round_robin` or `least_requests` (the target with the fewest requests in flight; ties
+    /// go round-robin).
+    #[serde(default)]
+    pub balancing: Balancing,
+    /// Time allowed to open a TCP connection to a target.
+    #[serde(default = "defaults::connect_timeout")]
+    #[schemars(with = "String")]
+    pub connect_timeout: DurationSpec,
+    /// Time allowed for a target to answer with a response head. A route may override it.
+    #[serde(default = "defaults::request_timeout")]
+    #[schemars(with = "String")]
+    pub request_timeout: DurationSpec,
+    /// How long an unused pooled connection to a target is kept.
+    #[serde(default = "defaults::upstream_idle_timeout")]
+    #[schemars(with = "String")]
+    pub idle_timeout: DurationSpec,
+    /// Idle connections kept per target.
+    #[serde(default = "defaults::max_idle_per_target")]
+    pub max_idle_per_target: usize,
+    /// Extra attempts on another target after a connection failure. Only requests with an
+    /// idempotent method and no body are retried.
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// Active HTTP health checks. Off when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of failing targets (like Envoy's outlier detection).
+    #[serde(default)]
+    pub outlier_detection: OutlierConfig,
+}
+
+/// The wire protocol towards upstream targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancing {
+    #[default]
+    RoundRobin,
+    LeastRequests,
+}
+
+/// Active health checks: a GET to each target every `interval`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// The path to GET, such as `/healthz`.
+    pub path: String,
+    /// Time between checks of one target.
+    #[serde(default = "defaults::health_interval")]
+    #[schemars(with = "String")]
+    pub interval: DurationSpec,
+    /// Time allowed for one check.
+    #[serde(default = "defaults::health_timeout")]
+    #[schemars(with = "String")]
+    pub timeout: DurationSpec,
+    /// Consecutive failed checks that mark a target unhealthy.
+    #[serde(default = "defaults::unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed checks that mark an unhealthy target healthy again.
+    #[serde(default = "defaults::healthy_threshold")]
+    pub healthy_threshold: u32,
+}
+
+/// Passive outlier detection.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive 5xx answers that eject a target; 0 turns this check off.
+    #[serde(default = "defaults::consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Consecutive connection failures or timeouts that eject a target; 0 turns it off.
+    #[serde(default = "defaults::consecutive_gateway_failures")]
+    pub consecutive_gateway_failures: u32,
+    /// Ejection time for a first ejection; each further ejection of the same target lasts
+    /// this times the number of ejections so far, up to `max_ejection_time`.
+    #[serde(default = "defaults::base_ejection_time")]
+    #[schemars(with = "String")]
+    pub base_ejection_time: DurationSpec,
+    /// Cap on one ejection's length.
+    #[serde(default = "defaults::max_ejection_time")]
+    #[schemars(with = "String")]
+    pub max_ejection_time: DurationSpec,
+    /// At most this share of the pool (percent) is ejected at once; at least one target is
+    /// always ejectable when the pool has two or more.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_5xx: defaults::consecutive_5xx(),
+            consecutive_gateway_failures: defaults::consecutive_gateway_failures(),
+            base_ejection_time: defaults::base_ejection_time(),
+            max_ejection_time: defaults::max_ejection_time(),
+            max_ejection_percent: defaults::max_ejection_percent(),
+        }
+    }
+}
+
+/// A route: which requests, to which pool, with which limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A unique id, used in metrics, logs and events.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    /// What the request must look like. An empty match takes every request.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// The upstream pool (a key of `upstreams`).
+    #[schemars(with = "String")]
+    pub upstream: Spanned<String>,
+    /// Per-route limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Request matching. Every given condition must hold.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host name, exact (`api.example.com`) or a leading wildcard (`*.example.com`). Compared
+    /// without the port and case-insensitively.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path condition; absent means any path.
+    #[serde(default)]
+    pub path: Option<PathMatch>,
+    /// Allowed methods (upper case); absent or empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions: name → exact value, or `"*"` for "present with any value".
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One path condition: exactly one of `exact`, `prefix` or `template`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum PathMatch {
+    /// The whole path, such as `/healthz`.
+    Exact(String),
+    /// A prefix at a segment boundary: `/api` matches `/api` and `/api/users`, not `/apix`.
+    Prefix(String),
+    /// Segments with `{name}` placeholders matching one segment each, such as
+    /// `/users/{id}/orders/{order}`.
+    Template(String),
+}
+
+/// Per-route limits; a request over one is refused before it reaches the upstream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes (413 above it; checked against Content-Length up front
+    /// and counted while streaming).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most request headers (431 above it).
+    #[serde(default = "defaults::max_header_count")]
+    pub max_header_count: usize,
+    /// Largest total size of request header names and values in bytes (431 above it).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Overrides the pool's `request_timeout` for this route.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub request_timeout: Option<DurationSpec>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: defaults::max_body_bytes(),
+            max_header_count: defaults::max_header_count(),
+            max_header_bytes: defaults::max_header_bytes(),
+            request_timeout: None,
+        }
+    }
+}
+
+/// Access logs: one JSON line per request on standard output.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Write access logs.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { enabled: true }
+    }
+}
+
+/// Hot reload. SIGHUP always reloads; this adds watching the file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the file's content changes.
+    #[serde(default = "defaults::yes")]
+    pub watch: bool,
+    /// How often the file is checked for changes.
+    #[serde(default = "defaults::watch_interval")]
+    #[schemars(with = "String")]
+    pub watch_interval: DurationSpec,
+    /// Applied configuration versions kept for inspection and rollback.
+    #[serde(default = "defaults::keep_versions")]
+    pub keep_versions: usize,
+    /// Time given to in-flight requests to finish on shutdown (SIGTERM) before connections
+    /// are closed.
+    #[serde(default = "defaults::drain_timeout")]
+    #[schemars(with = "String")]
+    pub drain_timeout: DurationSpec,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            watch_interval: defaults::watch_interval(),
+            keep_versions: defaults::keep_versions(),
+            drain_timeout: defaults::drain_timeout(),
+        }
+    }
+}
+
+/// A duration written as a number with a unit: `250ms`, `10s`, `5m`, `1h`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub Duration);
+
+impl fmt::Debug for DurationSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl DurationSpec {
+    pub const fn secs(s: u64) -> Self {
+        DurationSpec(Duration::from_secs(s))
+    }
+
+    pub const fn millis(ms: u64) -> Self {
+        DurationSpec(Duration::from_millis(ms))
+    }
+
+    /// Parses `250ms`, `10s`, `5m` or `1h`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m or h)"))?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+        let millis = match unit {
+            "ms" => Some(number),
+            "s" => number.checked_mul(1_000),
+            "m" => number.checked_mul(60_000),
+            "h" => number.checked_mul(3_600_000),
+            _ => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+                ));
+            }
+        }
+        .ok_or_else(|| format!("`{text}` is too long"))?;
+        Ok(DurationSpec(Duration::from_millis(millis)))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DurationSpec::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Default values, in one place so the docs and the code agree.
+pub mod defaults {
+    use super::DurationSpec;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn header_read_timeout() -> DurationSpec {
+        DurationSpec::secs(10)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        256
+    }
+    pub fn connect_timeout() -> DurationSpec {
+        DurationSpec::secs(2)
+    }
+    pub fn request_timeout() -> DurationSpec {
+        DurationSpec::secs(30)
+    }
+    pub fn upstream_idle_timeout() -> DurationSpec {
+        DurationSpec::secs(90)
+    }
+    pub fn max_idle_per_target() -> usize {
+        256
+    }
+    pub fn retries() -> u32 {
+        1
+    }
+    pub fn health_interval() -> DurationSpec {
+        DurationSpec::secs(5)
+    }
+    pub fn health_timeout() -> DurationSpec {
+        DurationSpec::secs(1)
+    }
+    pub fn unhealthy_threshold() -> u32 {
+        3
+    }
+    pub fn healthy_threshold() -> u32 {
+        2
+    }
+    pub fn consecutive_5xx() -> u32 {
+        5
+    }
+    pub fn consecutive_gateway_failures() -> u32 {
+        3
+    }
+    pub fn base_ejection_time() -> DurationSpec {
+        DurationSpec::secs(30)
+    }
+    pub fn max_ejection_time() -> DurationSpec {
+        DurationSpec::secs(300)
+    }
+    pub fn max_ejection_percent() -> u8 {
+        50
+    }
+    pub fn max_body_bytes() -> u64 {
+        10 * 1024 * 1024
+    }
+    pub fn max_header_count() -> usize {
+        100
+    }
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub fn watch_interval() -> DurationSpec {
+        DurationSpec::secs(1)
+    }
+    pub fn keep_versions() -> usize {
+        10
+    }
+    pub fn drain_timeout() -> DurationSpec {
+        DurationSpec::secs(15)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(
+            DurationSpec::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            DurationSpec::parse("10s").unwrap().0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            DurationSpec::parse("5m").unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            DurationSpec::parse("1h").unwrap().0,
+            Duration::from_secs(3600)
+        );
+        assert!(DurationSpec::parse("10").unwrap_err().contains("no unit"));
+        assert!(
+            DurationSpec::parse("10d")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(DurationSpec::parse("s").is_err());
+    }
+}

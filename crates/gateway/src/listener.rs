@@ -1,0 +1,210 @@
+//! Accepting client connections: the connection cap, TLS with ALPN, HTTP/1.1 and HTTP/2 on
+//! the same port, the header read timeout, and graceful drain on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiguard_model::ClientInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::proxy::{self, Connection, Shared};
+use crate::snapshot::ListenerSettings;
+
+/// Time allowed for a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds a listening socket with a deep backlog and address reuse (fast restarts).
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Signals shutdown to connections and lets the gateway wait until all have finished.
+#[derive(Clone)]
+pub struct Drain {
+    pub shutdown: watch::Receiver<bool>,
+    /// Each connection holds a clone; when every clone is gone, the drain is complete.
+    pub alive: mpsc::Sender<()>,
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Arc<ListenerSettings>,
+    shared: Arc<Shared>,
+    drain: Drain,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let name: Arc<str> = settings.name.as_str().into();
+    let open = shared
+        .metrics
+        .open_connections
+        .with_label_values(&[&settings.name]);
+    let rejected = shared
+        .metrics
+        .rejected_connections
+        .with_label_values(&[&settings.name]);
+    let mut shutdown = drain.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a moment instead of spinning.
+                tracing::warn!(listener = %name, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            rejected.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (shared, settings, drain, name, open) = (
+            shared.clone(),
+            settings.clone(),
+            drain.clone(),
+            name.clone(),
+            open.clone(),
+        );
+        tokio::spawn(async move {
+            open.inc();
+            serve_connection(stream, peer, &settings, shared, drain, name).await;
+            open.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &ListenerSettings,
+    shared: Arc<Shared>,
+    drain: Drain,
+    listener: Arc<str>,
+) {
+    // The TLS configuration is read from the current snapshot so that renewed certificates
+    // apply to new connections after a reload.
+    let tls = {
+        let snapshot = shared.snapshot.load();
+        snapshot
+            .listeners
+            .iter()
+            .find(|l| l.address == settings.address)
+            .map_or_else(|| settings.tls.clone(), |l| l.tls.clone())
+    };
+    let mut client = ClientInfo {
+        peer,
+        tls: tls.is_some(),
+        client_cert_subject: None,
+        client_cert_sans: Vec::new(),
+    };
+    match tls {
+        None => {
+            run_http(
+                TokioIo::new(stream),
+                client,
+                settings,
+                shared,
+                drain,
+                listener,
+            )
+            .await
+        }
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            if let Some(certs) = stream.get_ref().1.peer_certificates()
+                && let Some(leaf) = certs.first()
+            {
+                let identity = crate::identity::describe(leaf.as_ref());
+                client.client_cert_subject = identity.subject;
+                client.client_cert_sans = identity.sans;
+            }
+            run_http(
+                TokioIo::new(stream),
+                client,
+                settings,
+                shared,
+                drain,
+                listener,
+            )
+            .await
+        }
+    }
+}
+
+async fn run_http<I>(
+    io: I,
+    client: ClientInfo,
+    settings: &ListenerSettings,
+    shared: Arc<Shared>,
+    drain: Drain,
+    listener: Arc<str>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let connection = Arc::new(Connection { client, listener });
+    let service = hyper::service::service_fn(move |request| {
+        proxy::handle(shared.clone(), connection.clone(), request)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut shutdown = drain.shutdown.clone();
+    let _alive = drain.alive;
+    if *shutdown.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            // Finish the requests in flight, refuse new ones, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics. Label sets are bounded: routes and pools come from the configuration,
+//! methods outside the standard set are counted as `OTHER`.
+
+use std::sync::OnceLock;
+
+use http::Method;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_failures: IntCounterVec,
+    pub open_connections: IntGaugeVec,
+    pub rejected_connections: IntCounterVec,
+    pub config_version: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub findings: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("apiguard".into()), None)
+            .expect("a constant metric prefix is valid");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests by route, method, status class and decision",
+            ),
+            &["route", "method", "status_class", "decision"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request head to response head, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "upstream_target_healthy",
+                "1 when a target takes traffic, 0 when it is unhealthy or ejected",
+            ),
+            &["pool", "target"],
+        )
+        .expect("valid metric");
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "upstream_ejections_total",
+                "Targets taken out of rotation, by reason",
+            ),
+            &["pool", "target", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_failures = IntCounterVec::new(
+            Opts::new(
+                "upstream_failures_total",
+                "Failed upstream attempts by kind (connect, timeout, protocol)",
+            ),
+            &["pool", "kind"],
+        )
+        .expect("valid metric");
+        let open_connections = IntGaugeVec::new(
+            Opts::new("open_connections", "Open client connections by listener"),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let rejected_connections = IntCounterVec::new(
+            Opts::new(
+                "rejected_connections_total",
+                "Connections closed at once because the listener was at max_connections",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let config_version = IntGauge::new(
+            "config_version",
+            "The version number of the configuration in effect",
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Configuration reloads by result (applied, rejected)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let findings = IntCounterVec::new(
+            Opts::new(
+                "findings_total",
+                "Pipeline findings by stage, rule and class",
+            ),
+            &["stage", "rule", "class"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_healthy.clone()),
+            Box::new(upstream_ejections.clone()),
+            Box::new(upstream_failures.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(rejected_connections.clone()),
+            Box::new(config_version.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(findings.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_healthy,
+            upstream_ejections,
+            upstream_failures,
+            open_connections,
+            rejected_connections,
+            config_version,
+            config_reloads,
+            findings,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("writing to a Vec cannot fail");
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const DECISIONS: [&str; 4] = ["allow", "log_only", "challenge", "block"];
+const SLOTS: usize = (METHODS.len() + 1) * STATUS_CLASSES.len() * DECISIONS.len();
+
+/// A route's metric handles, resolved once per label combination so the request path does
+/// not hash label values.
+pub struct RouteMetrics {
+    route: String,
+    duration: Histogram,
+    counters: Box<[OnceLock<IntCounter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_owned(),
+            duration: metrics.request_duration.with_label_values(&[route]),
+            counters: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn observe(
+        &self,
+        metrics: &Metrics,
+        method: &Method,
+        status: u16,
+        decision: &str,
+        seconds: f64,
+    ) {
+        self.duration.observe(seconds);
+        let method_slot = METHODS
+            .iter()
+            .position(|m| m == method)
+            .unwrap_or(METHODS.len());
+        let class_slot = usize::from((status / 100).clamp(1, 5) - 1);
+        let decision_slot = DECISIONS.iter().position(|d| *d == decision).unwrap_or(0);
+        let slot =
+            (method_slot * STATUS_CLASSES.len() + class_slot) * DECISIONS.len() + decision_slot;
+        self.counters[slot]
+            .get_or_init(|| {
+                let method = METHODS.get(method_slot).map_or("OTHER", |m| m.as_str());
+                metrics.requests.with_label_values(&[
+                    self.route.as_str(),
+                    method,
+                    STATUS_CLASSES[class_slot],
+                    DECISIONS[decision_slot],
+                ])
+            })
+            .inc();
+    }
+}

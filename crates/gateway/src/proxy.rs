@@ -1,0 +1,591 @@
+//! The request path: route, inspect, forward, answer. Everything a request needs is read
+//! from one snapshot loaded at its start, so a reload never changes a request halfway.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use apiguard_model::event::now_ms;
+use apiguard_model::{Action, ClientInfo, EventKind, RequestView, SecurityEvent};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast;
+
+use crate::body::{BodyTooLarge, BytesSent, RequestBody, ResponseBody};
+use crate::config::UpstreamProtocol;
+use crate::headers::{self, TRACEPARENT, X_REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::pipeline::Decision;
+use crate::problem::problem;
+use crate::router::request_host;
+use crate::snapshot::{RouteRuntime, Snapshot};
+use crate::upstream::{AttemptResult, Pool};
+
+/// State shared by every connection: the current snapshot, metrics and the event stream.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub events: broadcast::Sender<Arc<SecurityEvent>>,
+}
+
+/// What a connection knows about its client.
+pub struct Connection {
+    pub client: ClientInfo,
+    pub listener: Arc<str>,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let trace = headers::trace_context(request.headers());
+    let host = request_host(request.uri(), request.headers()).to_owned();
+    let found = snapshot.router.find(
+        request.method(),
+        &host,
+        request.uri().path(),
+        request.headers(),
+    );
+    let Some(route) = found.map(|i| &snapshot.routes[i]) else {
+        let response = problem(
+            StatusCode::NOT_FOUND,
+            "no route matches this request",
+            &trace.request_id,
+        );
+        log_local(
+            &snapshot,
+            &connection,
+            &request,
+            &trace.request_id,
+            &response,
+            started,
+            "-",
+        );
+        return Ok(response);
+    };
+    let response = forward(
+        &shared,
+        &snapshot,
+        route,
+        &connection,
+        request,
+        &trace,
+        &host,
+        started,
+    )
+    .await;
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &RouteRuntime,
+    connection: &Connection,
+    mut request: Request<Incoming>,
+    trace: &headers::TraceContext,
+    host: &str,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let request_id = trace.request_id.as_str();
+    let is_upgrade = request.version() <= Version::HTTP_11 && wants_upgrade(request.headers());
+    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, incoming) = request.into_parts();
+
+    // Buffer the body only when a stage needs it and it is small enough to inspect.
+    let declared_length = content_length(&parts.headers);
+    let mut buffered: Option<Bytes> = None;
+    let mut incoming = Some(incoming);
+    if route.pipeline.needs_body()
+        && declared_length.is_some_and(|n| n <= route.limits.max_body_bytes)
+    {
+        let body = incoming.take().expect("the body is still here");
+        match http_body_util::Limited::new(body, route.limits.max_body_bytes as usize)
+            .collect()
+            .await
+        {
+            Ok(collected) => buffered = Some(collected.to_bytes()),
+            Err(_) => {
+                let response = problem(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                    request_id,
+                );
+                return finish_local(
+                    shared,
+                    snapshot,
+                    route,
+                    connection,
+                    &parts.method,
+                    parts.uri.path(),
+                    request_id,
+                    response,
+                    started,
+                    Action::Allow,
+                );
+            }
+        }
+    }
+
+    let view = RequestView {
+        method: &parts.method,
+        uri: &parts.uri,
+        version: parts.version,
+        headers: &parts.headers,
+        client: &connection.client,
+        route: &route.id,
+        request_id,
+        body: buffered.as_ref(),
+    };
+    let decision = route.pipeline.run(&view);
+    if !decision.findings.is_empty() {
+        report(
+            shared,
+            route,
+            connection,
+            &parts.method,
+            parts.uri.path(),
+            request_id,
+            &decision,
+        );
+    }
+    if matches!(decision.action, Action::Block | Action::Challenge) {
+        let status = StatusCode::from_u16(decision.status).unwrap_or(StatusCode::FORBIDDEN);
+        let detail = match status.as_u16() {
+            413 => "the request body is larger than this route allows",
+            431 => "the request headers are larger than this route allows",
+            401 => "authentication is required",
+            _ => "the request was refused by policy",
+        };
+        let response = problem(status, detail, request_id);
+        return finish_local(
+            shared,
+            snapshot,
+            route,
+            connection,
+            &parts.method,
+            parts.uri.path(),
+            request_id,
+            response,
+            started,
+            decision.action,
+        );
+    }
+
+    // The head sent upstream.
+    let pool = &route.pool;
+    let h2 = pool.settings.protocol == UpstreamProtocol::H2c;
+    headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);
+    headers::add_forwarding(
+        &mut parts.headers,
+        connection.client.peer,
+        connection.client.tls,
+        host,
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(X_REQUEST_ID, id);
+    }
+    parts.headers.insert(TRACEPARENT, trace.traceparent.clone());
+    if h2 {
+        // HTTP/2 carries the authority in the request line; a Host header would conflict.
+        parts.headers.remove(header::HOST);
+    } else if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    let has_body = buffered.as_ref().is_some_and(|b| !b.is_empty())
+        || declared_length.is_some_and(|n| n > 0)
+        || (declared_length.is_none()
+            && incoming
+                .as_ref()
+                .is_some_and(|b| !http_body::Body::is_end_stream(b)));
+    let retryable = !has_body && !is_upgrade && is_idempotent(&parts.method);
+    let max_attempts = if retryable {
+        1 + pool.settings.retries
+    } else {
+        1
+    };
+
+    let mut avoid = None;
+    let mut attempt_no = 0;
+    let (response, target) = loop {
+        attempt_no += 1;
+        let Some(attempt) = pool.pick(avoid.as_ref()) else {
+            let response = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no healthy upstream target is available",
+                request_id,
+            );
+            return finish_local(
+                shared,
+                snapshot,
+                route,
+                connection,
+                &parts.method,
+                parts.uri.path(),
+                request_id,
+                response,
+                started,
+                decision.action,
+            );
+        };
+        let last_try = attempt_no >= max_attempts;
+        let mut upstream_request = Request::new(match (buffered.take(), incoming.take()) {
+            (Some(bytes), _) => RequestBody::full(bytes),
+            (None, Some(body)) if has_body || is_upgrade => {
+                RequestBody::streaming(body, route.limits.max_body_bytes)
+            }
+            _ => RequestBody::Empty,
+        });
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() =
+            Pool::upstream_uri(&attempt.target, parts.uri.path_and_query());
+        *upstream_request.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *upstream_request.headers_mut() = if last_try {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        let result =
+            tokio::time::timeout(route.request_timeout, pool.client.request(upstream_request))
+                .await;
+        match result {
+            Ok(Ok(response)) => {
+                pool.record(
+                    &attempt.target,
+                    AttemptResult::Status(response.status().as_u16()),
+                );
+                break (response, attempt.target.clone());
+            }
+            Ok(Err(error)) => {
+                if is_body_too_large(&error) {
+                    let response = problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the request body is larger than this route allows",
+                        request_id,
+                    );
+                    return finish_local(
+                        shared,
+                        snapshot,
+                        route,
+                        connection,
+                        &parts.method,
+                        parts.uri.path(),
+                        request_id,
+                        response,
+                        started,
+                        decision.action,
+                    );
+                }
+                pool.record(&attempt.target, AttemptResult::GatewayFailure);
+                let kind = if error.is_connect() {
+                    "connect"
+                } else {
+                    "protocol"
+                };
+                shared
+                    .metrics
+                    .upstream_failures
+                    .with_label_values(&[&pool.name, kind])
+                    .inc();
+                tracing::debug!(request_id, target = %attempt.target.address, %error, "upstream attempt failed");
+                if !last_try && error.is_connect() {
+                    avoid = Some(attempt.target.clone());
+                    continue;
+                }
+                let response = problem(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream service could not be reached or failed to answer",
+                    request_id,
+                );
+                return finish_local(
+                    shared,
+                    snapshot,
+                    route,
+                    connection,
+                    &parts.method,
+                    parts.uri.path(),
+                    request_id,
+                    response,
+                    started,
+                    decision.action,
+                );
+            }
+            Err(_elapsed) => {
+                pool.record(&attempt.target, AttemptResult::GatewayFailure);
+                shared
+                    .metrics
+                    .upstream_failures
+                    .with_label_values(&[&pool.name, "timeout"])
+                    .inc();
+                let response = problem(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream service did not answer in time",
+                    request_id,
+                );
+                return finish_local(
+                    shared,
+                    snapshot,
+                    route,
+                    connection,
+                    &parts.method,
+                    parts.uri.path(),
+                    request_id,
+                    response,
+                    started,
+                    decision.action,
+                );
+            }
+        }
+    };
+
+    let mut response = response;
+    let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && client_upgrade.is_some())
+    .then(|| hyper::upgrade::on(&mut response));
+    let (mut head, body) = response.into_parts();
+    // Answer in the client's protocol version, whatever the upstream spoke.
+    head.version = parts.version;
+    match (client_upgrade, upstream_upgrade) {
+        (Some(client), Some(upstream)) => {
+            tokio::spawn(tunnel(client, upstream));
+        }
+        _ => headers::remove_hop_by_hop(&mut head.headers, false),
+    }
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        head.headers.insert(X_REQUEST_ID, id);
+    }
+    let status = head.status.as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    route.metrics.observe(
+        &shared.metrics,
+        &parts.method,
+        status,
+        decision.action.as_str(),
+        seconds,
+    );
+    let on_end = snapshot.access_log.then(|| {
+        let line = AccessLine {
+            request_id: request_id.to_owned(),
+            route: route.id.clone(),
+            upstream: target.address.clone(),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            status,
+            client: connection.client.peer.ip(),
+            listener: connection.listener.clone(),
+            decision: decision.action,
+        };
+        BytesSent::new(move |bytes| line.write(started, bytes))
+    });
+    Response::from_parts(
+        head,
+        ResponseBody::Upstream {
+            inner: body,
+            on_end,
+        },
+    )
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream's.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        tracing::debug!("an upgrade did not complete on one side");
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+fn wants_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Publishes a request's findings on the event stream and counts them.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    shared: &Shared,
+    route: &RouteRuntime,
+    connection: &Connection,
+    method: &Method,
+    path: &str,
+    request_id: &str,
+    decision: &Decision,
+) {
+    for finding in &decision.findings {
+        let stage = finding.rule_id.split('.').next().unwrap_or("pipeline");
+        shared
+            .metrics
+            .findings
+            .with_label_values(&[stage, &finding.rule_id, &finding.class])
+            .inc();
+    }
+    let event = SecurityEvent {
+        at_ms: now_ms(),
+        request_id: Some(request_id.to_owned()),
+        client_ip: Some(connection.client.peer.ip().to_canonical()),
+        route: Some(route.id.clone()),
+        method: Some(method.to_string()),
+        path: Some(path.to_owned()),
+        kind: EventKind::RequestInspected {
+            action: decision.action,
+            score: decision.score,
+            threshold: route.pipeline.threshold,
+            findings: decision.findings.clone(),
+        },
+    };
+    tracing::warn!(target: "apiguard::security", event = %serde_json::to_string(&event).unwrap_or_default(), "security event");
+    let _ = shared.events.send(Arc::new(event));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_local(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &RouteRuntime,
+    connection: &Connection,
+    method: &Method,
+    path: &str,
+    request_id: &str,
+    response: Response<ResponseBody>,
+    started: Instant,
+    decision: Action,
+) -> Response<ResponseBody> {
+    let status = response.status().as_u16();
+    route.metrics.observe(
+        &shared.metrics,
+        method,
+        status,
+        decision.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
+    if snapshot.access_log {
+        let bytes = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        AccessLine {
+            request_id: request_id.to_owned(),
+            route: route.id.clone(),
+            upstream: "-".to_owned(),
+            method: method.clone(),
+            path: path.to_owned(),
+            status,
+            client: connection.client.peer.ip(),
+            listener: connection.listener.clone(),
+            decision,
+        }
+        .write(started, bytes);
+    }
+    response
+}
+
+fn log_local(
+    snapshot: &Snapshot,
+    connection: &Connection,
+    request: &Request<Incoming>,
+    request_id: &str,
+    response: &Response<ResponseBody>,
+    started: Instant,
+    route: &str,
+) {
+    if snapshot.access_log {
+        let bytes = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        AccessLine {
+            request_id: request_id.to_owned(),
+            route: route.to_owned(),
+            upstream: "-".to_owned(),
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            status: response.status().as_u16(),
+            client: connection.client.peer.ip(),
+            listener: connection.listener.clone(),
+            decision: Action::Allow,
+        }
+        .write(started, bytes);
+    }
+}
+
+/// One access log line.
+struct AccessLine {
+    request_id: String,
+    route: String,
+    upstream: String,
+    method: Method,
+    path: String,
+    status: u16,
+    client: IpAddr,
+    listener: Arc<str>,
+    decision: Action,
+}
+
+impl AccessLine {
+    fn write(&self, started: Instant, bytes: u64) {
+        tracing::info!(
+            target: "apiguard::access",
+            request_id = %self.request_id,
+            listener = %self.listener,
+            client = %self.client.to_canonical(),
+            method = %self.method,
+            path = %self.path,
+            route = %self.route,
+            upstream = %self.upstream,
+            status = self.status,
+            decision = %self.decision,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            bytes_sent = bytes,
+            "access"
+        );
+    }
+}

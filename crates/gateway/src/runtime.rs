@@ -1,0 +1,346 @@
+//! The running gateway: binds listeners, swaps configurations, keeps their history, drains
+//! on shutdown.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiguard_model::event::now_ms;
+use apiguard_model::{EventKind, SecurityEvent};
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::listener::{self, Drain};
+use crate::load::{ConfigError, Problem, read_config};
+use crate::metrics::Metrics;
+use crate::proxy::Shared;
+use crate::snapshot::{CompileEnv, Snapshot, compile, content_hash};
+
+/// One applied configuration version, kept for inspection and rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigVersion {
+    pub version: u64,
+    /// SHA-256 of the file content.
+    pub hash: String,
+    pub applied_at_ms: u64,
+    /// What applied it: `startup`, `sighup`, `file_change`, `admin`.
+    pub trigger: String,
+    #[serde(skip)]
+    pub text: Arc<str>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    versions: Mutex<VecDeque<ConfigVersion>>,
+    /// Serialises reloads (SIGHUP, file watch and admin may race).
+    reload_lock: Mutex<()>,
+    last_rejected_hash: Mutex<Option<String>>,
+    shutdown: watch::Sender<bool>,
+    alive: Mutex<Option<mpsc::Sender<()>>>,
+    all_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    listen_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Loads the configuration, binds every listener and the admin endpoint, and starts
+    /// serving. Addresses with port 0 get a free port (see [`Gateway::listen_addrs`]).
+    pub async fn start(config_path: &Path) -> Result<Arc<Gateway>, StartError> {
+        let file = config_path.display().to_string();
+        let (config, text) = read_config(config_path)?;
+        let metrics = Arc::new(Metrics::new());
+        let (events, _) = broadcast::channel(4096);
+        let env = CompileEnv {
+            events: events.clone(),
+            metrics: metrics.clone(),
+            previous: None,
+        };
+        let snapshot = compile(&config, &file, &text, 1, &env)?;
+        metrics.config_version.set(1);
+
+        let mut bound = Vec::new();
+        for settings in &snapshot.listeners {
+            let socket = listener::bind(settings.address).map_err(|source| StartError::Bind {
+                address: settings.address,
+                source,
+            })?;
+            bound.push(socket);
+        }
+        let admin_socket = match snapshot.admin {
+            Some(address) => Some(
+                listener::bind(address).map_err(|source| StartError::Bind { address, source })?,
+            ),
+            None => None,
+        };
+        let listen_addrs: Vec<SocketAddr> =
+            bound.iter().filter_map(|s| s.local_addr().ok()).collect();
+        let admin_addr = admin_socket.as_ref().and_then(|s| s.local_addr().ok());
+
+        let versions = VecDeque::from([ConfigVersion {
+            version: 1,
+            hash: snapshot.hash.clone(),
+            applied_at_ms: now_ms(),
+            trigger: "startup".into(),
+            text: text.into(),
+        }]);
+        let watch_config = snapshot.reload.clone();
+        let listener_settings = snapshot.listeners.clone();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            events,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (alive, all_done) = mpsc::channel(1);
+        let gateway = Arc::new(Gateway {
+            shared: shared.clone(),
+            config_path: config_path.to_owned(),
+            versions: Mutex::new(versions),
+            reload_lock: Mutex::new(()),
+            last_rejected_hash: Mutex::new(None),
+            shutdown,
+            alive: Mutex::new(Some(alive.clone())),
+            all_done: tokio::sync::Mutex::new(all_done),
+            listen_addrs: listen_addrs.clone(),
+            admin_addr,
+        });
+
+        for (socket, settings) in bound.into_iter().zip(listener_settings) {
+            let drain = Drain {
+                shutdown: shutdown_rx.clone(),
+                alive: alive.clone(),
+            };
+            tracing::info!(listener = %settings.name, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = settings.tls.is_some(), "listening");
+            tokio::spawn(listener::serve(socket, settings, shared.clone(), drain));
+        }
+        if let Some(socket) = admin_socket {
+            tracing::info!(address = ?admin_addr, "admin listening");
+            tokio::spawn(crate::admin::serve(
+                socket,
+                gateway.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if watch_config.watch {
+            tokio::spawn(watch_file(
+                Arc::downgrade(&gateway),
+                watch_config.watch_interval.0,
+                shutdown_rx.clone(),
+            ));
+        }
+        Ok(gateway)
+    }
+
+    /// The bound addresses of the traffic listeners, in configuration order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The security event stream.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SecurityEvent>> {
+        self.shared.events.subscribe()
+    }
+
+    /// The configuration in effect.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Applied versions, oldest first.
+    pub fn versions(&self) -> Vec<ConfigVersion> {
+        self.versions
+            .lock()
+            .expect("versions lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Re-reads the configuration file; a bad file is rejected and the running configuration
+    /// keeps serving. Returns the new version number.
+    pub fn reload(&self, trigger: &str) -> Result<u64, ConfigError> {
+        let file = self.config_path.display().to_string();
+        let result = read_config(&self.config_path)
+            .and_then(|(config, text)| self.apply(&config, &text, &file, trigger));
+        match &result {
+            Ok(version) => tracing::info!(version, trigger, "configuration applied"),
+            Err(error) => {
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
+                tracing::error!(trigger, error = %error, "configuration rejected; the previous one keeps serving");
+                let _ = self.shared.events.send(Arc::new(SecurityEvent::system(
+                    EventKind::ConfigRejected {
+                        reason: error.to_string(),
+                    },
+                )));
+            }
+        }
+        result
+    }
+
+    fn apply(
+        &self,
+        config: &crate::config::Config,
+        text: &str,
+        file: &str,
+        trigger: &str,
+    ) -> Result<u64, ConfigError> {
+        let _serial = self.reload_lock.lock().expect("reload lock");
+        let current = self.shared.snapshot.load_full();
+        let version = current.version + 1;
+        let env = CompileEnv {
+            events: self.shared.events.clone(),
+            metrics: self.shared.metrics.clone(),
+            previous: Some(&current),
+        };
+        let snapshot = compile(config, file, text, version, &env)?;
+        let addresses = |s: &Snapshot| s.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
+        if addresses(&snapshot) != addresses(&current) || snapshot.admin != current.admin {
+            tracing::warn!(
+                "listener or admin addresses changed: they take effect at the next restart; everything else applies now"
+            );
+        }
+        let hash = snapshot.hash.clone();
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.metrics.config_version.set(version as i64);
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&["applied"])
+            .inc();
+        {
+            let mut versions = self.versions.lock().expect("versions lock");
+            versions.push_back(ConfigVersion {
+                version,
+                hash: hash.clone(),
+                applied_at_ms: now_ms(),
+                trigger: trigger.to_owned(),
+                text: text.into(),
+            });
+            let keep = current.reload.keep_versions.max(1);
+            while versions.len() > keep {
+                versions.pop_front();
+            }
+        }
+        let _ =
+            self.shared
+                .events
+                .send(Arc::new(SecurityEvent::system(EventKind::ConfigApplied {
+                    version,
+                    hash,
+                })));
+        Ok(version)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `drain_timeout`, then
+    /// returns (connections still open are dropped with the runtime).
+    pub async fn shutdown(&self) {
+        let drain_timeout = self.shared.snapshot.load().reload.drain_timeout.0;
+        let _ = self.shutdown.send(true);
+        drop(self.alive.lock().expect("alive lock").take());
+        let mut all_done = self.all_done.lock().await;
+        match tokio::time::timeout(drain_timeout, all_done.recv()).await {
+            Ok(_) => tracing::info!("drained: every connection finished"),
+            Err(_) => tracing::warn!(
+                ?drain_timeout,
+                "drain timeout: closing the remaining connections"
+            ),
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT (then drains), reloading on SIGHUP.
+    pub async fn run_until_signalled(self: &Arc<Self>) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let _ = self.reload("sighup");
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: no new connections, draining");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Reloads when the file's content changes. Polling the content hash (not inotify) also
+/// catches Kubernetes ConfigMap updates, which swap a symlink rather than write the file.
+async fn watch_file(
+    gateway: std::sync::Weak<Gateway>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(gateway) = gateway.upgrade() else {
+            return;
+        };
+        let Ok(text) = tokio::fs::read_to_string(&gateway.config_path).await else {
+            continue;
+        };
+        let hash = content_hash(&text);
+        let current = gateway.shared.snapshot.load().hash.clone();
+        let already_rejected =
+            gateway.last_rejected_hash.lock().expect("lock").as_deref() == Some(hash.as_str());
+        if hash == current || already_rejected {
+            continue;
+        }
+        match gateway.reload("file_change") {
+            Ok(_) => *gateway.last_rejected_hash.lock().expect("lock") = None,
+            Err(_) => *gateway.last_rejected_hash.lock().expect("lock") = Some(hash),
+        }
+    }
+}
+
+/// Checks a configuration file as `apiguard validate` does: parse, then every semantic check.
+pub fn validate_file(path: &Path) -> Result<(), ConfigError> {
+    let file = path.display().to_string();
+    let (config, _) = read_config(path)?;
+    let problems: Vec<Problem> = crate::snapshot::check(&config);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { file, problems })
+    }
+}

@@ -1,0 +1,352 @@
+//! Compiling a configuration into the immutable snapshot the data plane reads. Every problem
+//! is collected (not just the first) so `apiguard validate` can list them all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiguard_model::{SecurityEvent, Stage};
+use http::{HeaderName, HeaderValue, Method};
+use rustls::ServerConfig;
+use tokio::sync::broadcast;
+
+use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
+use crate::load::{ConfigError, Problem};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::{LimitsStage, Pipeline};
+use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
+use crate::upstream::{Pool, PoolSettings};
+
+/// The anomaly score at which a request is blocked, as in the OWASP CRS default.
+pub const DEFAULT_THRESHOLD: u32 = 5;
+
+/// A listener's compiled settings.
+pub struct ListenerSettings {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+}
+
+/// A route ready to serve.
+pub struct RouteRuntime {
+    pub id: String,
+    pub pool: Arc<Pool>,
+    pub limits: LimitsConfig,
+    pub request_timeout: Duration,
+    pub pipeline: Pipeline,
+    pub metrics: RouteMetrics,
+}
+
+/// Everything the data plane reads for one configuration version.
+pub struct Snapshot {
+    pub version: u64,
+    pub hash: String,
+    pub router: Router,
+    pub routes: Vec<RouteRuntime>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub listeners: Vec<Arc<ListenerSettings>>,
+    pub admin: Option<SocketAddr>,
+    pub access_log: bool,
+    pub reload: ReloadConfig,
+}
+
+/// What compiling needs from the running gateway.
+pub struct CompileEnv<'a> {
+    pub events: broadcast::Sender<Arc<SecurityEvent>>,
+    pub metrics: Arc<Metrics>,
+    /// The snapshot in effect, whose pools are kept when their settings did not change.
+    pub previous: Option<&'a Snapshot>,
+}
+
+fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    spanned
+        .value
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            problems.push(Problem::at(
+                spanned,
+                format!(
+                    "`{}` is not a valid IP:port address (such as 127.0.0.1:8080 or [::1]:8080)",
+                    spanned.value
+                ),
+            ))
+        })
+        .ok()
+}
+
+/// Checks a configuration without starting anything: every problem, with its position.
+pub fn check(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let _ = compile_listeners(config, &mut problems);
+    let _ = compile_matchers(config, &mut problems);
+    check_upstreams(config, &mut problems);
+    problems
+}
+
+fn compile_listeners(config: &Config, problems: &mut Vec<Problem>) -> Vec<Arc<ListenerSettings>> {
+    if config.listeners.is_empty() {
+        problems.push(Problem::general(
+            "`listeners` is empty: the gateway needs at least one",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut listeners = Vec::new();
+    for listener in &config.listeners {
+        let address = parse_addr(&listener.address, problems);
+        if let Some(address) = address
+            && !seen.insert(address)
+        {
+            problems.push(Problem::at(
+                &listener.address,
+                format!("address {address} is used by another listener"),
+            ));
+        }
+        let tls = listener.tls.as_ref().and_then(|tls| {
+            crate::tls::server_config(tls)
+                .map_err(|mut p| problems.append(&mut p))
+                .ok()
+        });
+        if listener.max_connections == 0 {
+            problems.push(Problem::at(
+                &listener.address,
+                "max_connections must be at least 1",
+            ));
+        }
+        if listener.max_concurrent_streams == 0 {
+            problems.push(Problem::at(
+                &listener.address,
+                "max_concurrent_streams must be at least 1",
+            ));
+        }
+        if let Some(address) = address {
+            listeners.push(Arc::new(ListenerSettings {
+                name: listener.name.clone().unwrap_or_else(|| address.to_string()),
+                address,
+                tls,
+                header_read_timeout: listener.header_read_timeout.0,
+                max_connections: listener.max_connections,
+                max_concurrent_streams: listener.max_concurrent_streams,
+            }));
+        }
+    }
+    if let Some(admin) = &config.admin
+        && let Some(address) = parse_addr(&admin.address, problems)
+        && seen.contains(&address)
+    {
+        problems.push(Problem::at(
+            &admin.address,
+            format!("the admin address {address} is also a traffic listener"),
+        ));
+    }
+    listeners
+}
+
+fn check_upstreams(config: &Config, problems: &mut Vec<Problem>) {
+    for (name, upstream) in &config.upstreams {
+        if upstream.targets.is_empty() {
+            problems.push(Problem::general(format!(
+                "upstream `{name}` has no targets"
+            )));
+        }
+        for target in &upstream.targets {
+            let value = &target.value;
+            let valid = value
+                .parse::<http::uri::Authority>()
+                .ok()
+                .filter(|a| a.port_u16().is_some() && !value.contains('@'));
+            if valid.is_none() {
+                problems.push(Problem::at(
+                    target,
+                    format!("upstream `{name}`: target `{value}` must be host:port"),
+                ));
+            }
+        }
+        if let Some(health) = &upstream.health_check
+            && !health.path.starts_with('/')
+        {
+            problems.push(Problem::general(format!(
+                "upstream `{name}`: health_check.path `{}` must start with `/`",
+                health.path
+            )));
+        }
+        if upstream.outlier_detection.max_ejection_percent > 100 {
+            problems.push(Problem::general(format!(
+                "upstream `{name}`: max_ejection_percent is a percentage (0 to 100)"
+            )));
+        }
+    }
+}
+
+fn compile_route_matcher(route: &RouteConfig, problems: &mut Vec<Problem>) -> Option<RouteMatcher> {
+    let at =
+        |message: String| Problem::at(&route.id, format!("route `{}`: {message}", route.id.value));
+    let m = &route.matcher;
+    let host = HostMatch::parse(m.host.as_deref())
+        .map_err(|e| problems.push(at(e)))
+        .ok();
+    let path = match &m.path {
+        None => Ok(PathMatcher::Any),
+        Some(PathMatch::Exact(p)) => PathMatcher::exact(p),
+        Some(PathMatch::Prefix(p)) => PathMatcher::prefix(p),
+        Some(PathMatch::Template(p)) => PathMatcher::template(p),
+    }
+    .map_err(|e| problems.push(at(e)))
+    .ok();
+    let mut methods = Vec::new();
+    for method in &m.methods {
+        match Method::from_bytes(method.as_bytes()) {
+            Ok(parsed) if method.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(parsed),
+            _ => problems.push(at(format!(
+                "`{method}` is not an HTTP method in upper case"
+            ))),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            problems.push(at(format!("`{name}` is not a valid header name")));
+            continue;
+        };
+        let value = if value == "*" {
+            None
+        } else {
+            match HeaderValue::from_str(value) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    problems.push(at(format!(
+                        "header `{name}`: `{value}` is not a valid header value"
+                    )));
+                    continue;
+                }
+            }
+        };
+        headers.push(HeaderCondition { name, value });
+    }
+    Some(RouteMatcher {
+        host: host?,
+        path: path?,
+        methods,
+        headers,
+    })
+}
+
+fn compile_matchers(config: &Config, problems: &mut Vec<Problem>) -> Vec<RouteMatcher> {
+    if config.routes.is_empty() {
+        problems.push(Problem::general(
+            "`routes` is empty: no request could be served",
+        ));
+    }
+    let mut ids = HashSet::new();
+    let mut matchers = Vec::new();
+    for route in &config.routes {
+        if !ids.insert(route.id.value.as_str()) {
+            problems.push(Problem::at(
+                &route.id,
+                format!("route id `{}` is used twice", route.id.value),
+            ));
+        }
+        if !config.upstreams.contains_key(&route.upstream.value) {
+            let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+            problems.push(Problem::at(
+                &route.upstream,
+                format!(
+                    "route `{}` names upstream `{}`, which is not defined (defined: {})",
+                    route.id.value,
+                    route.upstream.value,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if let Some(m) = compile_route_matcher(route, problems) {
+            matchers.push(m);
+        }
+    }
+    matchers
+}
+
+/// Compiles a configuration into a snapshot, starting (or keeping) upstream pools.
+pub fn compile(
+    config: &Config,
+    file: &str,
+    text: &str,
+    version: u64,
+    env: &CompileEnv<'_>,
+) -> Result<Snapshot, ConfigError> {
+    let mut problems = Vec::new();
+    let listeners = compile_listeners(config, &mut problems);
+    let matchers = compile_matchers(config, &mut problems);
+    check_upstreams(config, &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            problems,
+        });
+    }
+    let mut pools = BTreeMap::new();
+    for (name, upstream) in &config.upstreams {
+        let settings = PoolSettings::from_config(upstream);
+        let kept = env
+            .previous
+            .and_then(|p| p.pools.get(name))
+            .filter(|p| p.settings == settings)
+            .cloned();
+        let pool = match kept {
+            Some(pool) => pool,
+            None => Pool::start(name, settings, env.events.clone(), env.metrics.clone()).map_err(
+                |e| ConfigError::single(file, Problem::general(format!("upstream `{name}`: {e}"))),
+            )?,
+        };
+        pools.insert(name.clone(), pool);
+    }
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| {
+            let pool = pools[&route.upstream.value].clone();
+            let stages: Vec<Arc<dyn Stage>> = vec![Arc::new(LimitsStage {
+                limits: route.limits.clone(),
+            })];
+            RouteRuntime {
+                id: route.id.value.clone(),
+                request_timeout: route
+                    .limits
+                    .request_timeout
+                    .map_or(pool.settings.request_timeout, |t| t.0),
+                pool,
+                limits: route.limits.clone(),
+                pipeline: Pipeline::new(stages, DEFAULT_THRESHOLD, true),
+                metrics: RouteMetrics::new(&env.metrics, &route.id.value),
+            }
+        })
+        .collect();
+    let admin = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.address.value.parse().ok());
+    Ok(Snapshot {
+        version,
+        hash: content_hash(text),
+        router: Router::new(matchers),
+        routes,
+        pools,
+        listeners,
+        admin,
+        access_log: config.access_log.enabled,
+        reload: config.reload.clone(),
+    })
+}
+
+/// The SHA-256 of the configuration text, hex encoded.
+pub fn content_hash(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
