@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
+
 /// apiguard: an API security gateway (and, later, a threat-intelligence hub).
 ///
 /// The gateway sits in front of REST, gRPC and GraphQL APIs: it routes, inspects and blocks,
@@ -49,6 +51,18 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// A first run: a sample API (REST, GraphQL, gRPC) with the gateway in front of it.
+    ///
+    /// Starts, in this one process, the sample API on free loopback ports and the gateway on
+    /// `--listen`, then prints commands to try. Nothing to install, no configuration to write.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the admin endpoint (metrics, health, config versions) listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+    },
 }
 
 fn init_logging() {
@@ -61,6 +75,14 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
         .init();
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| eprintln!("apiguard: cannot start the async runtime: {error}"))
+        .ok()
 }
 
 fn main() -> ExitCode {
@@ -84,17 +106,25 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Demo { listen, admin } => {
+            init_logging();
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            runtime.block_on(async {
+                match demo::run(demo::DemoOptions { listen, admin }).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("apiguard demo: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
         Command::Run { config } => {
             init_logging();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("apiguard: cannot start the async runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             runtime.block_on(async {
                 let gateway = match apiguard_gateway::Gateway::start(&config).await {

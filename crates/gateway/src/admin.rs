@@ -8,20 +8,17 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::body::ResponseBody;
 use crate::runtime::Gateway;
 
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves until the process exits: during a drain, /readyz answers 503 so load balancers
+/// stop sending traffic.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
-            _ = shutdown.changed() => return,
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
         };
         let gateway = gateway.clone();
         tokio::spawn(async move {

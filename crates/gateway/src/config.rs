@@ -20,8 +20,8 @@ pub use serde_saphyr::Spanned;
 pub struct Config {
     /// Where the gateway accepts client traffic. At least one.
     pub listeners: Vec<ListenerConfig>,
-    /// The admin listener: /metrics, /healthz, /readyz, /config/versions. Optional; keep it on
-    /// a loopback or management address.
+    /// The admin listener: /metrics, /healthz, /readyz, /config/versions, POST
+    /// /config/reload. Optional; keep it on a loopback or management address.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
     /// Upstream pools by name. Routes refer to them by this name.
@@ -80,7 +80,8 @@ pub struct TlsConfig {
     #[schemars(with = "Option<String>")]
     pub client_ca: Option<Spanned<String>>,
     /// With `client_ca`: `required` refuses clients without a valid certificate; `optional`
-    /// accepts them (their identity is then unknown).
+    /// also accepts clients that present no certificate (their identity is then unknown). A
+    /// certificate that is presented must be valid either way.
     #[serde(default)]
     pub client_auth: ClientAuth,
 }
@@ -203,9 +204,10 @@ pub struct OutlierConfig {
     #[serde(default = "defaults::max_ejection_time")]
     #[schemars(with = "String")]
     pub max_ejection_time: DurationSpec,
-    /// At most this share of the pool (percent) is ejected at once; at least one target is
-    /// always ejectable when the pool has two or more.
+    /// At most this share of the pool (percent) is ejected at once; when it is above 0, at
+    /// least one target is ejectable in a pool of two or more. 0 turns ejection off.
     #[serde(default = "defaults::max_ejection_percent")]
+    #[schemars(range(max = 100))]
     pub max_ejection_percent: u8,
 }
 

@@ -62,11 +62,14 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if !host.is_empty()
-        && !headers.contains_key(&X_FORWARDED_HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        headers.insert(X_FORWARDED_HOST, v);
+    // The client's own X-Forwarded-Host is replaced: upstreams build links from it.
+    match HeaderValue::from_str(host) {
+        Ok(v) if !host.is_empty() => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
     let node = if ip.is_ipv6() {
         format!("\"[{ip}]\"")

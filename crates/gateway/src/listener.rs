@@ -15,6 +15,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::ListenerSettings;
 
+/// hyper's own ceilings sit above any route's limits, so the pipeline's limits stage answers
+/// (with problem+json and a security event) instead of the protocol layer.
+const MAX_PROTOCOL_HEADERS: usize = 1024;
+const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,22 +105,31 @@ async fn serve_connection(
     drain: Drain,
     listener: Arc<str>,
 ) {
-    // The TLS configuration is read from the current snapshot so that renewed certificates
-    // apply to new connections after a reload.
-    let tls = {
+    // Settings are read from the current snapshot so that renewed certificates and changed
+    // timeouts apply to new connections after a reload.
+    let current = {
         let snapshot = shared.snapshot.load();
         snapshot
             .listeners
             .iter()
             .find(|l| l.address == settings.address)
-            .map_or_else(|| settings.tls.clone(), |l| l.tls.clone())
+            .cloned()
     };
+    let settings: &ListenerSettings = current.as_deref().unwrap_or(settings);
+    let tls = settings.tls.clone();
     let mut client = ClientInfo {
         peer,
         tls: tls.is_some(),
         client_cert_subject: None,
         client_cert_sans: Vec::new(),
     };
+    // A client that connects and sends nothing would otherwise hold its slot for ever: the
+    // header read timeout only starts once HTTP/1 bytes arrive.
+    let mut first_byte = [0u8; 1];
+    match tokio::time::timeout(settings.header_read_timeout, stream.peek(&mut first_byte)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
     match tls {
         None => {
             run_http(
@@ -181,11 +195,13 @@ async fn run_http<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_headers(MAX_PROTOCOL_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let conn = builder.serve_connection_with_upgrades(io, service);

@@ -20,9 +20,10 @@ use crate::body::{BodyTooLarge, BytesSent, RequestBody, ResponseBody};
 use crate::config::UpstreamProtocol;
 use crate::headers::{self, TRACEPARENT, X_REQUEST_ID};
 use crate::metrics::Metrics;
+use crate::metrics::RouteMetrics;
 use crate::pipeline::Decision;
 use crate::problem::problem;
-use crate::router::request_host;
+use crate::router::{normalize_path, request_host};
 use crate::snapshot::{RouteRuntime, Snapshot};
 use crate::upstream::{AttemptResult, Pool};
 
@@ -31,6 +32,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub events: broadcast::Sender<Arc<SecurityEvent>>,
+    /// Requests no route matched, counted under the route label `-`.
+    pub unrouted: RouteMetrics,
 }
 
 /// What a connection knows about its client.
@@ -48,17 +51,26 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     let trace = headers::trace_context(request.headers());
     let host = request_host(request.uri(), request.headers()).to_owned();
-    let found = snapshot.router.find(
-        request.method(),
-        &host,
-        request.uri().path(),
-        request.headers(),
-    );
+    let routed_path = match normalize_path(request.uri().path()) {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(path) => Some(path),
+    };
+    let path = routed_path.as_deref().unwrap_or(request.uri().path());
+    let found = snapshot
+        .router
+        .find(request.method(), &host, path, request.headers());
     let Some(route) = found.map(|i| &snapshot.routes[i]) else {
         let response = problem(
             StatusCode::NOT_FOUND,
             "no route matches this request",
             &trace.request_id,
+        );
+        shared.unrouted.observe(
+            &shared.metrics,
+            request.method(),
+            404,
+            "allow",
+            started.elapsed().as_secs_f64(),
         );
         log_local(
             &snapshot,
@@ -79,6 +91,7 @@ pub async fn handle(
         request,
         &trace,
         &host,
+        routed_path,
         started,
     )
     .await;
@@ -94,6 +107,7 @@ async fn forward(
     mut request: Request<Incoming>,
     trace: &headers::TraceContext,
     host: &str,
+    routed_path: Option<String>,
     started: Instant,
 ) -> Response<ResponseBody> {
     let request_id = trace.request_id.as_str();
@@ -181,7 +195,20 @@ async fn forward(
         );
     }
 
-    // The head sent upstream.
+    // The head sent upstream, with the path as it was routed.
+    if let Some(path) = routed_path {
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        if let Ok(pq) = http::uri::PathAndQuery::try_from(path_and_query) {
+            let mut uri_parts = parts.uri.clone().into_parts();
+            uri_parts.path_and_query = Some(pq);
+            if let Ok(uri) = http::Uri::from_parts(uri_parts) {
+                parts.uri = uri;
+            }
+        }
+    }
     let pool = &route.pool;
     let h2 = pool.settings.protocol == UpstreamProtocol::H2c;
     headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);

@@ -244,6 +244,57 @@ impl Router {
     }
 }
 
+/// The path as routed and forwarded: dot segments resolved (RFC 3986 section 5.2.4, also in
+/// their percent-encoded forms) and repeated slashes merged, so `/api/../admin` cannot slip
+/// past a route written for `/admin`. The pipeline still sees the path as sent.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let suspicious = path.contains("//")
+        || path.contains("/.")
+        || path.contains('\\')
+        || path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%2e"));
+    if !suspicious {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    let is_dot_dot = |s: &str| {
+        s == ".."
+            || s.eq_ignore_ascii_case("%2e%2e")
+            || s.eq_ignore_ascii_case(".%2e")
+            || s.eq_ignore_ascii_case("%2e.")
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split(['/', '\\']).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            trailing_slash = i == last && i > 0;
+            continue;
+        }
+        if is_dot(segment) {
+            trailing_slash = i == last;
+        } else if is_dot_dot(segment) {
+            out.pop();
+            trailing_slash = i == last;
+        } else {
+            out.push(segment);
+            trailing_slash = false;
+        }
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &out {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if trailing_slash || normalized.is_empty() {
+        normalized.push('/');
+    }
+    std::borrow::Cow::Owned(normalized)
+}
+
 /// The host a request is for: the URI authority (HTTP/2, absolute-form) or the Host header,
 /// without the port.
 pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
@@ -345,6 +396,22 @@ mod tests {
         assert!(!t.matches("/users/7"));
         assert!(PathMatcher::template("/users/x{id}").is_err());
         assert!(PathMatcher::exact("users").is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        assert_eq!(normalize_path("/api/users/1"), "/api/users/1");
+        assert_eq!(normalize_path("/api/../admin"), "/admin");
+        assert_eq!(normalize_path("/api/%2e%2E/admin"), "/admin");
+        assert_eq!(normalize_path("/a/./b//c/"), "/a/b/c/");
+        assert_eq!(normalize_path("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(normalize_path("/a\\..\\b"), "/b");
+        assert_eq!(normalize_path("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("//"), "/");
+        assert!(matches!(
+            normalize_path("/plain/path"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -102,10 +102,12 @@ impl Gateway {
         }]);
         let watch_config = snapshot.reload.clone();
         let listener_settings = snapshot.listeners.clone();
+        let unrouted = crate::metrics::RouteMetrics::new(&metrics, "-");
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             events,
+            unrouted,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -132,11 +134,7 @@ impl Gateway {
         }
         if let Some(socket) = admin_socket {
             tracing::info!(address = ?admin_addr, "admin listening");
-            tokio::spawn(crate::admin::serve(
-                socket,
-                gateway.clone(),
-                shutdown_rx.clone(),
-            ));
+            tokio::spawn(crate::admin::serve(socket, gateway.clone()));
         }
         if watch_config.watch {
             tokio::spawn(watch_file(
@@ -226,11 +224,34 @@ impl Gateway {
             previous: Some(&current),
         };
         let snapshot = compile(config, file, text, version, &env)?;
-        let addresses = |s: &Snapshot| s.listeners.iter().map(|l| l.address).collect::<Vec<_>>();
-        if addresses(&snapshot) != addresses(&current) || snapshot.admin != current.admin {
+        let fixed = |s: &Snapshot| {
+            let listeners: Vec<_> = s
+                .listeners
+                .iter()
+                .map(|l| (l.address, l.max_connections, l.name.clone()))
+                .collect();
+            (listeners, s.admin, s.reload.watch, s.reload.watch_interval)
+        };
+        if fixed(&snapshot) != fixed(&current) {
             tracing::warn!(
-                "listener or admin addresses changed: they take effect at the next restart; everything else applies now"
+                "listener addresses, names or max_connections, the admin address, or reload.watch settings changed: they take effect at the next restart; everything else applies now"
             );
+        }
+        // Targets and pools that are gone stop being reported.
+        for (name, pool) in &current.pools {
+            for target in &pool.targets {
+                let still_there = snapshot
+                    .pools
+                    .get(name)
+                    .is_some_and(|p| p.targets.iter().any(|t| t.address == target.address));
+                if !still_there {
+                    let _ = self
+                        .shared
+                        .metrics
+                        .upstream_healthy
+                        .remove_label_values(&[name, &target.address]);
+                }
+            }
         }
         let hash = snapshot.hash.clone();
         self.shared.snapshot.store(Arc::new(snapshot));

@@ -98,6 +98,7 @@ fn compile_listeners(config: &Config, problems: &mut Vec<Problem>) -> Vec<Arc<Li
     for listener in &config.listeners {
         let address = parse_addr(&listener.address, problems);
         if let Some(address) = address
+            && address.port() != 0
             && !seen.insert(address)
         {
             problems.push(Problem::at(
@@ -135,6 +136,7 @@ fn compile_listeners(config: &Config, problems: &mut Vec<Problem>) -> Vec<Arc<Li
     }
     if let Some(admin) = &config.admin
         && let Some(address) = parse_addr(&admin.address, problems)
+        && address.port() != 0
         && seen.contains(&address)
     {
         problems.push(Problem::at(
@@ -171,6 +173,25 @@ fn check_upstreams(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::general(format!(
                 "upstream `{name}`: health_check.path `{}` must start with `/`",
                 health.path
+            )));
+        }
+        for (what, duration) in [
+            ("connect_timeout", upstream.connect_timeout),
+            ("request_timeout", upstream.request_timeout),
+        ] {
+            if duration.0.is_zero() {
+                problems.push(Problem::general(format!(
+                    "upstream `{name}`: {what} must be longer than 0"
+                )));
+            }
+        }
+        if upstream
+            .health_check
+            .as_ref()
+            .is_some_and(|h| h.interval.0.is_zero() || h.timeout.0.is_zero())
+        {
+            problems.push(Problem::general(format!(
+                "upstream `{name}`: health_check interval and timeout must be longer than 0"
             )));
         }
         if upstream.outlier_detection.max_ejection_percent > 100 {
@@ -240,6 +261,11 @@ fn compile_matchers(config: &Config, problems: &mut Vec<Problem>) -> Vec<RouteMa
             "`routes` is empty: no request could be served",
         ));
     }
+    if config.reload.watch_interval.0 < std::time::Duration::from_millis(100) {
+        problems.push(Problem::general(
+            "reload.watch_interval must be at least 100ms",
+        ));
+    }
     let mut ids = HashSet::new();
     let mut matchers = Vec::new();
     for route in &config.routes {
@@ -262,6 +288,15 @@ fn compile_matchers(config: &Config, problems: &mut Vec<Problem>) -> Vec<RouteMa
                     } else {
                         known.join(", ")
                     }
+                ),
+            ));
+        }
+        if route.limits.request_timeout.is_some_and(|t| t.0.is_zero()) {
+            problems.push(Problem::at(
+                &route.id,
+                format!(
+                    "route `{}`: limits.request_timeout must be longer than 0",
+                    route.id.value
                 ),
             ));
         }

@@ -281,7 +281,8 @@ impl Pool {
     fn eject(&self, target: &Arc<Target>, reason: &str) {
         let now = now_ms();
         let n = self.targets.len();
-        if n < 2 || target.is_ejected(now) {
+        let percent = usize::from(self.settings.outlier.max_ejection_percent.min(100));
+        if n < 2 || percent == 0 || target.is_ejected(now) {
             // Ejecting the only target leaves nothing to fail over to.
             return;
         }
