@@ -85,6 +85,63 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
+/// One single-threaded runtime per core serves traffic; the main thread's runtime handles
+/// signals, reloads and the admin endpoint.
+fn run_gateway(config: &std::path::Path) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for index in 0..cores {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let mut stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("apiguard-worker-{index}"))
+            .spawn(move || {
+                apiguard_gateway::worker::set_current(index);
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = sender.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                });
+            })
+            .map_err(|e| format!("apiguard: cannot start a worker thread: {e}"))?;
+        let handle = receiver
+            .recv()
+            .map_err(|_| "apiguard: a worker thread died at start".to_owned())?
+            .map_err(|e| format!("apiguard: cannot start a worker runtime: {e}"))?;
+        handles.push(handle);
+        threads.push(thread);
+    }
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("apiguard: cannot start the async runtime: {e}"))?;
+    let result = control.block_on(async {
+        let gateway = apiguard_gateway::Gateway::start_on(config, &handles)
+            .await
+            .map_err(|e| e.to_string())?;
+        gateway
+            .run_until_signalled()
+            .await
+            .map_err(|e| format!("apiguard: signal handling failed: {e}"))
+    });
+    let _ = stop.send(true);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    result
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -123,25 +180,13 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_logging();
-            let Some(runtime) = runtime() else {
-                return ExitCode::FAILURE;
-            };
-            runtime.block_on(async {
-                let gateway = match apiguard_gateway::Gateway::start(&config).await {
-                    Ok(gateway) => gateway,
-                    Err(error) => {
-                        eprintln!("{error}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                match gateway.run_until_signalled().await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(error) => {
-                        eprintln!("apiguard: signal handling failed: {error}");
-                        ExitCode::FAILURE
-                    }
+            match run_gateway(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
                 }
-            })
+            }
         }
     }
 }

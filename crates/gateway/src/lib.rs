@@ -19,5 +19,6 @@ pub mod runtime;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod worker;
 
 pub use runtime::{Gateway, StartError, validate_file};

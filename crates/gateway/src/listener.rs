@@ -23,14 +23,19 @@ const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds a listening socket with a deep backlog and address reuse (fast restarts).
-pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a listening socket with a deep backlog and address reuse (fast restarts). With
+/// `shared_port`, several sockets bind the same address and the kernel spreads connections
+/// over them (one per worker). It registers with the runtime of the calling context.
+pub fn bind(address: SocketAddr, shared_port: bool) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if shared_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(address)?;
     socket.listen(4096)
 }

@@ -288,9 +288,11 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        let result =
-            tokio::time::timeout(route.request_timeout, pool.client.request(upstream_request))
-                .await;
+        let result = tokio::time::timeout(
+            route.request_timeout,
+            pool.client().request(upstream_request),
+        )
+        .await;
         match result {
             Ok(Ok(response)) => {
                 pool.record(

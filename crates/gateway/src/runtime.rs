@@ -57,40 +57,64 @@ pub struct Gateway {
     all_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
     listen_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    workers: usize,
 }
 
 impl Gateway {
     /// Loads the configuration, binds every listener and the admin endpoint, and starts
-    /// serving. Addresses with port 0 get a free port (see [`Gateway::listen_addrs`]).
+    /// serving on the current runtime. Addresses with port 0 get a free port (see
+    /// [`Gateway::listen_addrs`]).
     pub async fn start(config_path: &Path) -> Result<Arc<Gateway>, StartError> {
+        Self::start_on(config_path, &[tokio::runtime::Handle::current()]).await
+    }
+
+    /// Like [`Gateway::start`], with traffic served by `workers`: each worker runtime gets its
+    /// own socket on every listener (SO_REUSEPORT) and its own upstream connections. Call it
+    /// from worker threads marked with [`crate::worker::set_current`] in `workers` order.
+    pub async fn start_on(
+        config_path: &Path,
+        workers: &[tokio::runtime::Handle],
+    ) -> Result<Arc<Gateway>, StartError> {
         let file = config_path.display().to_string();
         let (config, text) = read_config(config_path)?;
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(4096);
+        let worker_count = workers.len().max(1);
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
+            workers: worker_count,
             previous: None,
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         metrics.config_version.set(1);
 
-        let mut bound = Vec::new();
+        // bound[listener][worker]
+        let mut bound: Vec<Vec<tokio::net::TcpListener>> = Vec::new();
+        let mut listen_addrs = Vec::new();
         for settings in &snapshot.listeners {
-            let socket = listener::bind(settings.address).map_err(|source| StartError::Bind {
-                address: settings.address,
-                source,
-            })?;
-            bound.push(socket);
+            let mut address = settings.address;
+            let mut sockets = Vec::new();
+            for handle in workers {
+                let _context = handle.enter();
+                let socket = listener::bind(address, workers.len() > 1)
+                    .map_err(|source| StartError::Bind { address, source })?;
+                // A port-0 listener gets its port from the first socket; the others join it.
+                if let Ok(local) = socket.local_addr() {
+                    address = local;
+                }
+                sockets.push(socket);
+            }
+            listen_addrs.push(address);
+            bound.push(sockets);
         }
         let admin_socket = match snapshot.admin {
             Some(address) => Some(
-                listener::bind(address).map_err(|source| StartError::Bind { address, source })?,
+                listener::bind(address, false)
+                    .map_err(|source| StartError::Bind { address, source })?,
             ),
             None => None,
         };
-        let listen_addrs: Vec<SocketAddr> =
-            bound.iter().filter_map(|s| s.local_addr().ok()).collect();
         let admin_addr = admin_socket.as_ref().and_then(|s| s.local_addr().ok());
 
         let versions = VecDeque::from([ConfigVersion {
@@ -122,15 +146,25 @@ impl Gateway {
             all_done: tokio::sync::Mutex::new(all_done),
             listen_addrs: listen_addrs.clone(),
             admin_addr,
+            workers: worker_count,
         });
 
-        for (socket, settings) in bound.into_iter().zip(listener_settings) {
-            let drain = Drain {
-                shutdown: shutdown_rx.clone(),
-                alive: alive.clone(),
-            };
-            tracing::info!(listener = %settings.name, address = %socket.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = settings.tls.is_some(), "listening");
-            tokio::spawn(listener::serve(socket, settings, shared.clone(), drain));
+        for ((sockets, settings), address) in
+            bound.into_iter().zip(listener_settings).zip(&listen_addrs)
+        {
+            tracing::info!(listener = %settings.name, %address, tls = settings.tls.is_some(), workers = worker_count, "listening");
+            for (socket, handle) in sockets.into_iter().zip(workers) {
+                let drain = Drain {
+                    shutdown: shutdown_rx.clone(),
+                    alive: alive.clone(),
+                };
+                handle.spawn(listener::serve(
+                    socket,
+                    settings.clone(),
+                    shared.clone(),
+                    drain,
+                ));
+            }
         }
         if let Some(socket) = admin_socket {
             tracing::info!(address = ?admin_addr, "admin listening");
@@ -221,6 +255,7 @@ impl Gateway {
         let env = CompileEnv {
             events: self.shared.events.clone(),
             metrics: self.shared.metrics.clone(),
+            workers: self.workers,
             previous: Some(&current),
         };
         let snapshot = compile(config, file, text, version, &env)?;

@@ -58,6 +58,8 @@ pub struct Snapshot {
 pub struct CompileEnv<'a> {
     pub events: broadcast::Sender<Arc<SecurityEvent>>,
     pub metrics: Arc<Metrics>,
+    /// Worker threads serving traffic (one upstream client each).
+    pub workers: usize,
     /// The snapshot in effect, whose pools are kept when their settings did not change.
     pub previous: Option<&'a Snapshot>,
 }
@@ -335,9 +337,16 @@ pub fn compile(
             .cloned();
         let pool = match kept {
             Some(pool) => pool,
-            None => Pool::start(name, settings, env.events.clone(), env.metrics.clone()).map_err(
-                |e| ConfigError::single(file, Problem::general(format!("upstream `{name}`: {e}"))),
-            )?,
+            None => Pool::start(
+                name,
+                settings,
+                env.workers,
+                env.events.clone(),
+                env.metrics.clone(),
+            )
+            .map_err(|e| {
+                ConfigError::single(file, Problem::general(format!("upstream `{name}`: {e}")))
+            })?,
         };
         pools.insert(name.clone(), pool);
     }

@@ -147,7 +147,9 @@ pub struct Pool {
     pub name: String,
     pub settings: PoolSettings,
     pub targets: Vec<Arc<Target>>,
-    pub client: UpstreamClient,
+    /// One client per worker thread, so a request and its upstream connection live on the
+    /// same thread (no cross-thread wake-ups on the hot path).
+    clients: Vec<UpstreamClient>,
     next: AtomicUsize,
     events: broadcast::Sender<Arc<SecurityEvent>>,
     metrics: Arc<Metrics>,
@@ -158,6 +160,7 @@ impl Pool {
     pub fn start(
         name: &str,
         settings: PoolSettings,
+        workers: usize,
         events: broadcast::Sender<Arc<SecurityEvent>>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Pool>, String> {
@@ -166,16 +169,9 @@ impl Pool {
             .iter()
             .map(|t| Target::new(t).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_target)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(settings.protocol == UpstreamProtocol::H2c)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| build_client(&settings))
+            .collect();
         for target in &targets {
             metrics
                 .upstream_healthy
@@ -186,13 +182,18 @@ impl Pool {
             name: name.to_owned(),
             settings,
             targets,
-            client,
+            clients,
             next: AtomicUsize::new(0),
             events,
             metrics,
         });
         tokio::spawn(maintain(Arc::downgrade(&pool)));
         Ok(pool)
+    }
+
+    /// The client of the worker thread this runs on.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::worker::current() % self.clients.len()]
     }
 
     /// Picks a target for an attempt, skipping unavailable ones and `avoid` (the target a
@@ -359,13 +360,13 @@ impl Pool {
             .header(http::header::USER_AGENT, "apiguard-health-check")
             .body(RequestBody::Empty)
             .expect("a GET with a valid URI is a valid request");
-        let passed = match tokio::time::timeout(health.timeout, self.client.request(request)).await
-        {
-            Ok(Ok(response)) => {
-                response.status().is_success() || response.status().is_redirection()
-            }
-            _ => false,
-        };
+        let passed =
+            match tokio::time::timeout(health.timeout, self.client().request(request)).await {
+                Ok(Ok(response)) => {
+                    response.status().is_success() || response.status().is_redirection()
+                }
+                _ => false,
+            };
         let was_healthy = target.healthy.load(Ordering::Relaxed);
         if passed == was_healthy {
             target.check_streak.store(0, Ordering::Relaxed);
@@ -400,6 +401,19 @@ impl Pool {
             self.update_gauge(target, now_ms());
         }
     }
+}
+
+fn build_client(settings: &PoolSettings) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(settings.idle_timeout)
+        .pool_max_idle_per_host(settings.max_idle_per_target)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(settings.protocol == UpstreamProtocol::H2c)
+        .build(connector)
 }
 
 /// The pool's background task: ejection expiry every 250 ms, health checks every interval.
