@@ -1,7 +1,6 @@
 //! Header rewriting between client and upstream: hop-by-hop removal, forwarding headers,
 //! request ids and W3C trace context.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,6 +17,18 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// names, plus the fixed list. `TE: trailers` survives because gRPC needs it end to end;
 /// `Upgrade` survives when `keep_upgrade` (a WebSocket handshake being forwarded).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass to see whether there is anything to do: most requests carry at most
+    // `Connection`, and each removal is a hash lookup.
+    let mut found = false;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -32,11 +43,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TRANSFER_ENCODING);
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
     if !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
@@ -47,21 +62,61 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+}
+
+/// The forwarding header parts that depend only on the client connection, computed once per
+/// connection instead of once per request.
+pub struct ClientForwarding {
+    ip: String,
+    ip_value: HeaderValue,
+    /// `for=<node>;proto=<proto>`
+    forwarded_for: String,
+    proto: HeaderValue,
+}
+
+impl ClientForwarding {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let ip = peer.ip().to_canonical();
+        let proto = if tls { "https" } else { "http" };
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.to_string()
+        };
+        let ip = ip.to_string();
+        ClientForwarding {
+            ip_value: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            ip,
+            forwarded_for: format!("for={node};proto={proto}"),
+            proto: HeaderValue::from_static(proto),
+        }
+    }
+}
+
 /// Adds X-Forwarded-For (appending the client), X-Forwarded-Proto, X-Forwarded-Host and an
 /// RFC 7239 Forwarded element for this hop.
-pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host: &str) {
-    let ip = peer.ip().to_canonical();
-    let proto = if tls { "https" } else { "http" };
-    let mut xff = String::with_capacity(64);
-    if let Some(previous) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        xff.push_str(previous);
-        xff.push_str(", ");
+pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientForwarding, host: &str) {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => {
+            let chain = [previous, client.ip.as_str()].join(", ");
+            if let Ok(v) = HeaderValue::from_str(&chain) {
+                headers.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            headers.insert(X_FORWARDED_FOR, client.ip_value.clone());
+        }
     }
-    let _ = write!(xff, "{ip}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, client.proto.clone());
     // The client's own X-Forwarded-Host is replaced: upstreams build links from it.
     match HeaderValue::from_str(host) {
         Ok(v) if !host.is_empty() => {
@@ -71,18 +126,15 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host
             headers.remove(X_FORWARDED_HOST);
         }
     }
-    let node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if !host.is_empty()
+    let safe_host = !host.is_empty()
         && host
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
-    {
-        let _ = write!(forwarded, ";host={host}");
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',');
+    let mut forwarded = String::with_capacity(client.forwarded_for.len() + host.len() + 6);
+    forwarded.push_str(&client.forwarded_for);
+    if safe_host {
+        forwarded.push_str(";host=");
+        forwarded.push_str(host);
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.append(header::FORWARDED, v);
@@ -104,12 +156,24 @@ pub fn trace_context(headers: &HeaderMap) -> TraceContext {
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_traceparent);
-    let (trace_id, flags) = match incoming {
-        Some((trace, flags)) => (trace.to_owned(), flags.to_owned()),
-        None => (random_hex(16), "01".to_owned()),
+    let mut traceparent = String::with_capacity(55);
+    traceparent.push_str("00-");
+    let flags = match incoming {
+        Some((trace, flags)) => {
+            traceparent.push_str(trace);
+            flags
+        }
+        None => {
+            push_random_hex(&mut traceparent, 16);
+            "01"
+        }
     };
-    let span_id = random_hex(8);
-    let traceparent = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags}"))
+    let trace_id = traceparent[3..35].to_owned();
+    traceparent.push('-');
+    push_random_hex(&mut traceparent, 8);
+    traceparent.push('-');
+    traceparent.push_str(flags);
+    let traceparent = HeaderValue::from_str(&traceparent)
         .expect("hex digits and dashes are a valid header value");
     let request_id = headers
         .get(&X_REQUEST_ID)
@@ -153,21 +217,18 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace, flags))
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut out = String::with_capacity(bytes * 2);
+/// Appends `bytes` random bytes as lower-case hex, never all zero (W3C ids must not be).
+fn push_random_hex(out: &mut String, bytes: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut remaining = bytes;
     while remaining > 0 {
         let chunk = remaining.min(8);
         let value = fastrand::u64(1..);
-        let _ = write!(
-            out,
-            "{:0width$x}",
-            value & (u64::MAX >> (64 - chunk * 8)),
-            width = chunk * 2
-        );
+        for i in (0..chunk * 2).rev() {
+            out.push(HEX[((value >> (i * 4)) & 0xf) as usize] as char);
+        }
         remaining -= chunk;
     }
-    out
 }
 
 #[cfg(test)]
@@ -197,12 +258,8 @@ mod tests {
     fn forwarding_appends_the_client_to_an_existing_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        add_forwarding(
-            &mut h,
-            "[::ffff:10.0.0.7]:5555".parse().unwrap(),
-            true,
-            "api.example.com",
-        );
+        let client = ClientForwarding::new("[::ffff:10.0.0.7]:5555".parse().unwrap(), true);
+        add_forwarding(&mut h, &client, "api.example.com");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 10.0.0.7");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(

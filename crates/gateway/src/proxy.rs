@@ -40,6 +40,7 @@ pub struct Shared {
 pub struct Connection {
     pub client: ClientInfo,
     pub listener: Arc<str>,
+    pub forwarding: headers::ClientForwarding,
 }
 
 pub async fn handle(
@@ -212,12 +213,7 @@ async fn forward(
     let pool = &route.pool;
     let h2 = pool.settings.protocol == UpstreamProtocol::H2c;
     headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);
-    headers::add_forwarding(
-        &mut parts.headers,
-        connection.client.peer,
-        connection.client.tls,
-        host,
-    );
+    headers::add_forwarding(&mut parts.headers, &connection.forwarding, host);
     if let Ok(id) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID, id);
     }
@@ -238,7 +234,9 @@ async fn forward(
                 .as_ref()
                 .is_some_and(|b| !http_body::Body::is_end_stream(b)));
     let retryable = !has_body && !is_upgrade && is_idempotent(&parts.method);
-    let max_attempts = if retryable {
+    // A retry goes to another target; with one target there is none (and no header copy
+    // needs keeping for it).
+    let max_attempts = if retryable && pool.targets.len() > 1 {
         1 + pool.settings.retries
     } else {
         1

@@ -107,8 +107,14 @@ impl Target {
         })
     }
 
-    fn available(&self, now: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now
+    /// Whether the target takes traffic. `now` is only read when the target carries an
+    /// ejection mark, so the common case reads no clock.
+    fn available(&self, now: &mut Option<u64>) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || until <= *now.get_or_insert_with(now_ms)
     }
 
     fn is_ejected(&self, now: u64) -> bool {
@@ -199,7 +205,7 @@ impl Pool {
     /// Picks a target for an attempt, skipping unavailable ones and `avoid` (the target a
     /// retry just failed on) when there is another choice.
     pub fn pick(&self, avoid: Option<&Arc<Target>>) -> Option<Attempt> {
-        let now = now_ms();
+        let mut now = None;
         let n = self.targets.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let candidates = (0..n).map(|i| &self.targets[(start + i) % n]);
@@ -208,7 +214,7 @@ impl Pool {
             Balancing::RoundRobin => {
                 let mut fallback = None;
                 let mut chosen = None;
-                for t in candidates.filter(|t| t.available(now)) {
+                for t in candidates.filter(|t| t.available(&mut now)) {
                     if is_avoided(t) {
                         fallback.get_or_insert(t);
                     } else {
@@ -219,7 +225,7 @@ impl Pool {
                 chosen.or(fallback)
             }
             Balancing::LeastRequests => candidates
-                .filter(|t| t.available(now))
+                .filter(|t| t.available(&mut now))
                 .min_by_key(|t| (is_avoided(t), t.in_flight())),
         }?;
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -325,15 +331,15 @@ impl Pool {
 
     /// Whether any target can take traffic now.
     pub fn has_available_target(&self) -> bool {
-        let now = now_ms();
-        self.targets.iter().any(|t| t.available(now))
+        let mut now = None;
+        self.targets.iter().any(|t| t.available(&mut now))
     }
 
     fn update_gauge(&self, target: &Target, now: u64) {
         self.metrics
             .upstream_healthy
             .with_label_values(&[&self.name, &target.address])
-            .set(i64::from(target.available(now)));
+            .set(i64::from(target.available(&mut Some(now))));
     }
 
     fn restored(&self, target: &Target, why: &str) {
@@ -426,8 +432,17 @@ async fn maintain(pool: Weak<Pool>) {
         let now = now_ms();
         was_ejected.resize(pool.targets.len(), false);
         for (i, target) in pool.targets.iter().enumerate() {
-            let ejected = target.is_ejected(now);
+            let until = target.ejected_until_ms.load(Ordering::Relaxed);
+            let ejected = until > now;
             if was_ejected[i] && !ejected {
+                // Clearing the mark lets the request path skip its clock read again (unless a
+                // new ejection raced in).
+                let _ = target.ejected_until_ms.compare_exchange(
+                    until,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 target.last_ejection_end_ms.store(now, Ordering::Relaxed);
                 pool.update_gauge(target, now);
                 pool.restored(target, "ejection time over");
