@@ -1,0 +1,729 @@
+//! Request-level HTTP protocol checks: the method, version and framing headers, header
+//! semantics and the Content-Type. These look at the request as a whole rather than at one
+//! target, so they are code with fixed rule ids (documented in `docs/detection.md`) rather
+//! than rule-file entries; exclusions apply to them like to any rule.
+
+use apiguard_model::{RequestView, Severity};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{Method, Version};
+
+use crate::collect::multipart::parameters;
+use crate::collect::{Anomaly, Collected};
+use crate::normalize::url::{has_invalid_escape, percent_decode};
+use crate::target::TargetKind;
+
+/// Methods a REST/GraphQL API gateway expects.
+const STANDARD_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// Charsets a request body may declare; EBCDIC (`ibm037`, `cp500`) and UTF-7 are classic
+/// filter evasions, and anything else is noise no client sends.
+const ALLOWED_CHARSETS: &[&str] = &[
+    "utf-8",
+    "utf8",
+    "us-ascii",
+    "ascii",
+    "iso-8859-1",
+    "iso-8859-2",
+    "iso-8859-15",
+    "latin1",
+    "windows-1250",
+    "windows-1251",
+    "windows-1252",
+    "shift_jis",
+    "euc-jp",
+    "euc-kr",
+    "gb2312",
+    "gbk",
+    "gb18030",
+    "big5",
+    "koi8-r",
+];
+
+/// Request headers with no business in a request to an API (httpoxy, WebDAV locking, the
+/// Next.js middleware bypass).
+const RESTRICTED_HEADERS: &[&str] = &["proxy", "lock-token", "if", "x-middleware-subrequest"];
+
+/// Media types whose subtype must be one we know how to parse.
+const KNOWN_MULTIPART: &[&str] = &[
+    "multipart/form-data",
+    "multipart/mixed",
+    "multipart/related",
+    "multipart/alternative",
+];
+
+fn anomaly(
+    rule: &'static str,
+    severity: Severity,
+    target: impl Into<String>,
+    evidence: impl Into<String>,
+) -> Anomaly {
+    Anomaly::new(rule, "protocol", severity, target, evidence)
+}
+
+/// Runs every protocol check and appends findings to `out`.
+pub(crate) fn check(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
+    method_and_version(request, out);
+    framing(request, out);
+    headers(request, out);
+    content_type(request, collected, out);
+    encodings(request, collected, out);
+    method_override(collected, out);
+}
+
+fn method_and_version(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+    let method = request.method.as_str();
+    if *request.method == Method::TRACE || method == "TRACK" {
+        out.push(anomaly(
+            "protocol.method_trace",
+            Severity::Critical,
+            "method",
+            method,
+        ));
+    } else if *request.method == Method::CONNECT {
+        out.push(anomaly(
+            "protocol.method_connect",
+            Severity::Error,
+            "method",
+            method,
+        ));
+    } else if !STANDARD_METHODS.contains(&method) {
+        out.push(anomaly(
+            "protocol.method_unknown",
+            Severity::Critical,
+            "method",
+            method,
+        ));
+    }
+    if request.uri.scheme().is_some() {
+        out.push(anomaly(
+            "protocol.absolute_uri",
+            Severity::Error,
+            "path",
+            request.uri.to_string(),
+        ));
+    }
+    if request.version == Version::HTTP_09 {
+        out.push(anomaly(
+            "protocol.http09",
+            Severity::Critical,
+            "request",
+            "HTTP/0.9",
+        ));
+    }
+}
+
+fn framing(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+    let lengths: Vec<&str> = request
+        .headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let encodings: Vec<String> = request
+        .headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+        .collect();
+    if !lengths.is_empty() && !encodings.is_empty() {
+        out.push(anomaly(
+            "protocol.cl_and_te",
+            Severity::Critical,
+            "header:content-length",
+            "Content-Length with Transfer-Encoding",
+        ));
+    }
+    let distinct: Vec<&str> = lengths
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if distinct.len() > 1 {
+        out.push(anomaly(
+            "protocol.duplicate_content_length",
+            Severity::Critical,
+            "header:content-length",
+            distinct.join(","),
+        ));
+    }
+    if distinct
+        .iter()
+        .any(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()))
+    {
+        out.push(anomaly(
+            "protocol.invalid_content_length",
+            Severity::Critical,
+            "header:content-length",
+            lengths.join(","),
+        ));
+    }
+    for te in &encodings {
+        if te.trim() != "chunked" {
+            out.push(anomaly(
+                "protocol.invalid_transfer_encoding",
+                Severity::Critical,
+                "header:transfer-encoding",
+                te.clone(),
+            ));
+        }
+    }
+    if !encodings.is_empty() && request.version == Version::HTTP_10 {
+        out.push(anomaly(
+            "protocol.te_http10",
+            Severity::Error,
+            "header:transfer-encoding",
+            "Transfer-Encoding on HTTP/1.0",
+        ));
+    }
+    let has_body = request.body.is_some_and(|b| !b.is_empty())
+        || !encodings.is_empty()
+        || distinct
+            .iter()
+            .any(|v| v.parse::<u64>().is_ok_and(|n| n > 0));
+    // A GET body is legitimate for a few APIs (search engines) but a desync vector everywhere
+    // else; HEAD and chunked GET bodies have no legitimate use.
+    if has_body && *request.method == Method::HEAD
+        || (*request.method == Method::GET && !encodings.is_empty())
+    {
+        out.push(anomaly(
+            "protocol.get_with_body",
+            Severity::Critical,
+            "body",
+            format!("{} request with a body", request.method),
+        ));
+    } else if has_body && *request.method == Method::GET {
+        out.push(anomaly(
+            "protocol.get_with_body",
+            Severity::Error,
+            "body",
+            "GET request with a body",
+        ));
+    }
+    if *request.method == Method::POST
+        && lengths.is_empty()
+        && encodings.is_empty()
+        && request.version != Version::HTTP_2
+    {
+        out.push(anomaly(
+            "protocol.post_without_length",
+            Severity::Warning,
+            "header:content-length",
+            "POST without Content-Length or Transfer-Encoding",
+        ));
+    }
+}
+
+fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+    match request
+        .headers
+        .get(HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+    {
+        None if request.version == Version::HTTP_11 && request.uri.authority().is_none() => {
+            out.push(anomaly(
+                "protocol.host_missing",
+                Severity::Warning,
+                "header:host",
+                "no Host header",
+            ));
+        }
+        Some(host) if host.trim().is_empty() => out.push(anomaly(
+            "protocol.host_empty",
+            Severity::Warning,
+            "header:host",
+            "empty Host header",
+        )),
+        Some(host) => {
+            let name = if host.starts_with('[') {
+                host.split(']').next().unwrap_or("").trim_start_matches('[')
+            } else {
+                host.split(':').next().unwrap_or("")
+            };
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                out.push(anomaly(
+                    "protocol.host_is_ip",
+                    Severity::Warning,
+                    "header:host",
+                    host.clone(),
+                ));
+            }
+        }
+        None => {}
+    }
+    for name in RESTRICTED_HEADERS {
+        if request.headers.contains_key(*name) {
+            out.push(anomaly(
+                "protocol.restricted_header",
+                Severity::Critical,
+                format!("header:{name}"),
+                *name,
+            ));
+        }
+    }
+    if request.headers.contains_key("request-range") {
+        out.push(anomaly(
+            "protocol.request_range",
+            Severity::Critical,
+            "header:request-range",
+            "obsolete Request-Range header",
+        ));
+    }
+    if let Some(range) = request
+        .headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let ranges: Vec<&str> = range
+            .trim_start_matches("bytes=")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let descending = ranges.iter().any(|r| match r.split_once('-') {
+            Some((a, b)) => matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if b < a),
+            None => false,
+        });
+        if ranges.len() > 5 || descending {
+            out.push(anomaly(
+                "protocol.range_abuse",
+                Severity::Critical,
+                "header:range",
+                range.to_string(),
+            ));
+        }
+    }
+    if let Some(value) = request
+        .headers
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        && !valid_content_range(value)
+    {
+        out.push(anomaly(
+            "protocol.invalid_content_range",
+            Severity::Critical,
+            "header:content-range",
+            value.to_string(),
+        ));
+    }
+    for value in request.headers.get_all(http::header::CONNECTION) {
+        let tokens: Vec<String> = String::from_utf8_lossy(value.as_bytes())
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        let duplicated = tokens
+            .iter()
+            .enumerate()
+            .any(|(i, t)| tokens[..i].contains(t));
+        let conflicting =
+            tokens.iter().any(|t| t == "close") && tokens.iter().any(|t| t == "keep-alive");
+        if duplicated || conflicting {
+            out.push(anomaly(
+                "protocol.connection_header",
+                Severity::Critical,
+                "header:connection",
+                tokens.join(","),
+            ));
+        }
+    }
+}
+
+fn valid_content_range(value: &str) -> bool {
+    let Some(rest) = value.trim().strip_prefix("bytes ") else {
+        return false;
+    };
+    let Some((range, total)) = rest.split_once('/') else {
+        return false;
+    };
+    let total_ok = total == "*" || total.bytes().all(|b| b.is_ascii_digit()) && !total.is_empty();
+    let range_ok = range == "*"
+        || range.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        });
+    total_ok && range_ok
+}
+
+fn content_type(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
+    let values: Vec<String> = request
+        .headers
+        .get_all(CONTENT_TYPE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let has_body = request.body.is_some_and(|b| !b.is_empty());
+    if values.len() > 1 && has_body {
+        out.push(anomaly(
+            "protocol.duplicate_content_type",
+            Severity::Critical,
+            "header:content-type",
+            values.join(" | "),
+        ));
+    }
+    let Some(ct) = values.first() else {
+        if request.body.is_some_and(|b| !b.is_empty()) {
+            // Without a type the backend guesses, and its guess is not the one inspected.
+            out.push(anomaly(
+                "protocol.body_without_content_type",
+                Severity::Critical,
+                "header:content-type",
+                "body without Content-Type",
+            ));
+        }
+        return;
+    };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let well_formed = media
+        .split_once('/')
+        .is_some_and(|(t, s)| is_token(t) && is_token(s));
+    if !well_formed {
+        out.push(anomaly(
+            "protocol.invalid_content_type",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+        return;
+    }
+    if media.starts_with("multipart/") && !KNOWN_MULTIPART.contains(&media.as_str()) {
+        out.push(anomaly(
+            "protocol.unknown_multipart",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+    }
+    if !media.starts_with("multipart/") && ct.to_ascii_lowercase().contains("boundary=") {
+        out.push(anomaly(
+            "protocol.boundary_without_multipart",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+    }
+    // Parameters: each must be `name=value`, charset once and allowed.
+    let params = parameters(ct);
+    let rest = ct.split_once(';').map_or("", |(_, r)| r);
+    let malformed = rest
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| !p.contains('='));
+    if malformed {
+        out.push(anomaly(
+            "protocol.content_type_params",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+    }
+    let charsets: Vec<&String> = params
+        .iter()
+        .filter(|(k, _)| k == "charset")
+        .map(|(_, v)| v)
+        .collect();
+    if charsets.len() > 1 || ct.to_ascii_lowercase().matches("charset").count() > 1 {
+        out.push(anomaly(
+            "protocol.multiple_charsets",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+    }
+    for charset in charsets.into_iter().filter(|_| has_body) {
+        let cs = charset
+            .trim_matches(|c| c == '"' || c == '\'')
+            .to_ascii_lowercase();
+        if !ALLOWED_CHARSETS.contains(&cs.as_str()) {
+            out.push(anomaly(
+                "protocol.charset",
+                Severity::Critical,
+                "header:content-type",
+                ct.clone(),
+            ));
+        }
+    }
+    // Struts2-style expressions in the header (CVE-2017-5638).
+    if ct.contains("%{") || ct.contains("${") {
+        out.push(anomaly(
+            "protocol.content_type_expression",
+            Severity::Critical,
+            "header:content-type",
+            ct.clone(),
+        ));
+    }
+    // Multipart part headers: charsets and the deprecated Content-Transfer-Encoding.
+    for t in &collected.targets {
+        if t.kind != TargetKind::PartHeader {
+            continue;
+        }
+        match t.name.as_str() {
+            "content-type" => {
+                for (k, v) in parameters(&t.value) {
+                    if k == "charset"
+                        && !ALLOWED_CHARSETS
+                            .contains(&v.trim_matches('"').to_ascii_lowercase().as_str())
+                    {
+                        out.push(anomaly(
+                            "protocol.part_charset",
+                            Severity::Critical,
+                            t.to_string(),
+                            t.value.clone(),
+                        ));
+                    }
+                }
+            }
+            "content-transfer-encoding" => {
+                out.push(anomaly(
+                    "protocol.part_transfer_encoding",
+                    Severity::Critical,
+                    t.to_string(),
+                    t.value.clone(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    for t in &collected.targets {
+        let suspicious = match t.kind {
+            // Quotes, semicolons and backslashes make parsers disagree on where a name ends.
+            TargetKind::MultipartFilename => {
+                t.value.contains(['"', ';', '\\']) || t.value.chars().any(char::is_control)
+            }
+            TargetKind::MultipartName => {
+                t.value.contains(['"', ';', '\\', '\'', '='])
+                    || t.value.chars().any(char::is_control)
+            }
+            _ => false,
+        };
+        if suspicious {
+            out.push(anomaly(
+                "protocol.multipart_name_chars",
+                Severity::Critical,
+                t.to_string(),
+                t.value.clone(),
+            ));
+        }
+        if matches!(t.kind, TargetKind::FormValue | TargetKind::MultipartValue)
+            && t.name == "_charset_"
+            && !ALLOWED_CHARSETS.contains(&t.value.to_ascii_lowercase().as_str())
+        {
+            out.push(anomaly(
+                "protocol.form_charset",
+                Severity::Critical,
+                t.to_string(),
+                t.value.clone(),
+            ));
+        }
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Encoding abuse in the raw query string and form body: malformed `%` escapes, IIS `%u`,
+/// overlong UTF-8, null bytes and other control characters.
+fn encodings(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
+    let mut raw_sources: Vec<(&str, String)> = Vec::new();
+    if let Some(q) = request.query() {
+        raw_sources.push(("query", q.to_string()));
+    }
+    raw_sources.push(("path", request.path().to_string()));
+    if collected.body.media_type.as_deref() == Some("application/x-www-form-urlencoded")
+        && let Some(body) = request.body
+    {
+        raw_sources.push(("body", String::from_utf8_lossy(body).into_owned()));
+    }
+    for (target, raw) in &raw_sources {
+        let lower = raw.to_ascii_lowercase();
+        if has_malformed_escape(raw) {
+            out.push(anomaly(
+                "protocol.invalid_url_encoding",
+                Severity::Critical,
+                *target,
+                raw.clone(),
+            ));
+        }
+        let double_encoded = lower
+            .match_indices("%25")
+            .filter(|(i, _)| {
+                lower
+                    .get(i + 3..i + 5)
+                    .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            .count();
+        if double_encoded > 0 {
+            let severity = if double_encoded >= 3 {
+                Severity::Critical
+            } else {
+                Severity::Error
+            };
+            out.push(anomaly(
+                "protocol.double_url_encoding",
+                severity,
+                *target,
+                raw.clone(),
+            ));
+        }
+        if lower.contains("%u")
+            && crate::normalize::url::percent_decode(raw, false) != *raw
+            && has_iis_escape(&lower)
+        {
+            out.push(anomaly(
+                "protocol.iis_unicode_encoding",
+                Severity::Critical,
+                *target,
+                raw.clone(),
+            ));
+        }
+        let decoded_bytes = percent_decode_bytes(raw);
+        if has_overlong_utf8(&decoded_bytes) {
+            out.push(anomaly(
+                "protocol.overlong_utf8",
+                Severity::Critical,
+                *target,
+                raw.clone(),
+            ));
+        } else if *target != "body" && std::str::from_utf8(&decoded_bytes).is_err() {
+            // URLs are UTF-8; a form body may legitimately declare another charset.
+            out.push(anomaly(
+                "protocol.invalid_utf8",
+                Severity::Error,
+                *target,
+                raw.clone(),
+            ));
+        }
+    }
+    // Null bytes and control characters in values, names, headers and cookies.
+    for t in &collected.targets {
+        let checked = matches!(
+            t.kind,
+            TargetKind::QueryName
+                | TargetKind::QueryValue
+                | TargetKind::FormName
+                | TargetKind::FormValue
+                | TargetKind::Header
+                | TargetKind::Cookie
+                | TargetKind::CookieName
+                | TargetKind::Path
+        );
+        if !checked {
+            continue;
+        }
+        // A Host is a name or an address, never percent-encoded: `%00` there is text.
+        let decoded = if t.kind == TargetKind::Header && t.name == "host" {
+            std::borrow::Cow::Borrowed(t.value.as_str())
+        } else {
+            percent_decode(&t.value, false)
+        };
+        if let Some(c) = decoded
+            .chars()
+            .find(|&c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+        {
+            let rule = if c == '\0' {
+                "protocol.null_byte"
+            } else {
+                "protocol.control_character"
+            };
+            out.push(anomaly(
+                rule,
+                Severity::Critical,
+                t.to_string(),
+                format!("U+{:04X}", c as u32),
+            ));
+        }
+    }
+}
+
+/// A `%` followed by one hex digit and a non-hex character, or by a letter that is not `u`:
+/// a broken escape aimed at a lenient decoder. A `%` followed by a space or punctuation is a
+/// literal percent sign some clients forget to encode.
+fn has_malformed_escape(raw: &str) -> bool {
+    has_invalid_escape(raw)
+        && raw.as_bytes().windows(3).any(|w| {
+            w[0] == b'%'
+                && ((w[1].is_ascii_hexdigit() && !w[2].is_ascii_hexdigit() && w[2] != b'%')
+                    || (w[1].is_ascii_alphabetic()
+                        && !w[1].is_ascii_hexdigit()
+                        && w[1] != b'u'
+                        && w[1] != b'U'))
+        })
+}
+
+fn has_iis_escape(lower: &str) -> bool {
+    lower.match_indices("%u").any(|(i, _)| {
+        lower
+            .get(i + 2..i + 6)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+fn percent_decode_bytes(raw: &str) -> Vec<u8> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (
+                (b[i + 1] as char).to_digit(16),
+                (b[i + 2] as char).to_digit(16),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Overlong UTF-8 encodings (`%c0%af` for `/`, `%e0%80%ae` for `.`): never sent by a real
+/// client, only by someone hiding a character from a filter.
+fn has_overlong_utf8(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .any(|w| matches!(w[0], 0xc0 | 0xc1) && (0x80..0xc0).contains(&w[1]))
+        || bytes
+            .windows(2)
+            .any(|w| w[0] == 0xe0 && (0x80..0xa0).contains(&w[1]))
+        || bytes
+            .windows(2)
+            .any(|w| w[0] == 0xf0 && (0x80..0x90).contains(&w[1]))
+}
+
+/// `_method` overrides (query or form) and the override headers: a way around method-based
+/// authorisation.
+fn method_override(collected: &Collected, out: &mut Vec<Anomaly>) {
+    for t in &collected.targets {
+        let is_override = match t.kind {
+            TargetKind::QueryValue | TargetKind::FormValue => t.name == "_method",
+            TargetKind::Header => matches!(
+                t.name.as_str(),
+                "x-http-method-override" | "x-http-method" | "x-method-override"
+            ),
+            _ => false,
+        };
+        if !is_override {
+            continue;
+        }
+        let value = t.value.trim();
+        let method_like =
+            (3..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphabetic());
+        if method_like && !value.eq_ignore_ascii_case("post") {
+            out.push(anomaly(
+                "protocol.method_override",
+                Severity::Critical,
+                t.to_string(),
+                value.to_string(),
+            ));
+        }
+    }
+}

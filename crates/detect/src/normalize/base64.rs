@@ -1,0 +1,171 @@
+//! Values that are base64 of text. Attack tools send payloads base64-encoded (without `=`
+//! padding, or cut at any offset), so a run of base64 characters is decoded at each of the four
+//! quad positions it may start at and kept only when the result reads as text.
+
+/// Shortest run of base64 characters worth decoding.
+const MIN_RUN: usize = 8;
+/// Most runs decoded per value (bounds the work on long values).
+const MAX_RUNS: usize = 8;
+
+/// Decodes a string that is (at some alignment) base64 of text. `None` when no alignment
+/// gives text.
+pub fn decode_base64_text(candidate: &str) -> Option<String> {
+    let trimmed = candidate.trim_end_matches('=');
+    if trimmed.len() < MIN_RUN || !trimmed.bytes().all(is_base64_byte) {
+        return None;
+    }
+    // A run of digits, or of one letter case only, is an id or a word, not base64.
+    let bytes = trimmed.as_bytes();
+    if bytes.iter().all(u8::is_ascii_digit) || bytes.iter().all(u8::is_ascii_lowercase) {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(bytes.len() * 3 / 4 + 1);
+    // The run may start at any of the four positions of a base64 quad (a payload cut out of a
+    // longer stream, or a keyword at any byte offset of the encoded data): decode it as if
+    // preceded by 0 to 3 characters, dropping the bytes those would have filled.
+    [0, 3, 2, 1].into_iter().find_map(|phase| {
+        decode_at(bytes, phase, &mut buf)?;
+        let text = std::str::from_utf8(&buf).ok()?;
+        looks_like_text(text).then(|| text.to_string())
+    })
+}
+
+/// Decodes every base64 run of `value` that is text; runs are split on characters outside the
+/// alphabet, and also on `/` when `split_slash` (paths). `None` when nothing decoded.
+pub(crate) fn decode_runs(value: &str, split_slash: bool) -> Option<String> {
+    let mut decoded = String::new();
+    let runs = value
+        .split(|c: char| {
+            !(c.is_ascii_alphanumeric()
+                || matches!(c, '+' | '-' | '_' | '=')
+                || (c == '/' && !split_slash))
+        })
+        .filter(|run| run.len() >= MIN_RUN)
+        .take(MAX_RUNS);
+    for run in runs {
+        if let Some(text) = decode_base64_text(run) {
+            if !decoded.is_empty() {
+                decoded.push('\n');
+            }
+            decoded.push_str(&text);
+        }
+    }
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+}
+
+fn sextet(b: u8) -> Option<u32> {
+    Some(match b {
+        b'A'..=b'Z' => b - b'A',
+        b'a'..=b'z' => b - b'a' + 26,
+        b'0'..=b'9' => b - b'0' + 52,
+        b'+' | b'-' => 62,
+        b'/' | b'_' => 63,
+        _ => return None,
+    } as u32)
+}
+
+/// Decodes standard or URL-safe base64 without padding into `out`, as if `phase` (0 to 3)
+/// characters preceded `input` in its quad: the bytes that would hold their bits are dropped,
+/// and a trailing partial byte too. Gives up early when the bytes cannot be text (too many
+/// control bytes).
+fn decode_at(input: &[u8], phase: usize, out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
+    // `looks_like_text` wants 95% printable characters; control bytes are never printable.
+    let budget = (input.len() * 3 / 4) / 20;
+    let mut bad = 0usize;
+    let mut acc = 0u32;
+    let mut bits = 6 * phase;
+    let mut skip = (6 * phase).div_ceil(8);
+    for &b in input {
+        acc = acc << 6 | sextet(b)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            let byte = (acc >> bits) as u8;
+            acc &= (1 << bits) - 1;
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if (byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r')) || byte == 0x7f {
+                bad += 1;
+                if bad > budget {
+                    return None;
+                }
+            }
+            out.push(byte);
+        }
+    }
+    (out.len() >= 4).then_some(())
+}
+
+/// Mostly printable characters, with at least one letter.
+fn looks_like_text(text: &str) -> bool {
+    let mut total = 0usize;
+    let mut printable = 0usize;
+    let mut letters = 0usize;
+    for c in text.chars() {
+        total += 1;
+        if c.is_alphabetic() {
+            letters += 1;
+        }
+        if !c.is_control() || matches!(c, '\t' | '\n' | '\r') {
+            // Non-ASCII letters are fine; stray non-ASCII symbols are what random bytes look like.
+            if c.is_ascii() || c.is_alphabetic() {
+                printable += 1;
+            }
+        }
+    }
+    letters > 0 && printable * 100 >= total * 95
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_unpadded_and_shifted() {
+        assert_eq!(
+            decode_base64_text("Jy1hbGVydCgxKS8v").as_deref(),
+            Some("'-alert(1)//")
+        );
+        assert_eq!(
+            decode_base64_text("cHJvdG90eXBlY2xvbmVmYWN0b3J5").as_deref(),
+            Some("prototypeclonefactory")
+        );
+        assert_eq!(
+            decode_base64_text("Gluc3RhbnRpYXRldHJhbnNmb3JtZXI").as_deref(),
+            Some("instantiatetransformer")
+        );
+        // A keyword at byte offset 1 of the encoded stream, cut at the quad boundary before it.
+        assert_eq!(
+            decode_base64_text("GZvcmNsb3N1cmU").as_deref(),
+            Some("forclosure")
+        );
+    }
+
+    #[test]
+    fn ignores_words_ids_and_binary() {
+        assert_eq!(decode_base64_text("username"), None);
+        assert_eq!(decode_base64_text("1234567890"), None);
+        // A PNG header is binary.
+        assert_eq!(
+            decode_base64_text(
+                "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn splits_runs() {
+        assert_eq!(
+            decode_runs("/KHNlbGVjdCgwKQ", true).as_deref(),
+            Some("(select(0)")
+        );
+    }
+}

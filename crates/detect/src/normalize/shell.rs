@@ -1,0 +1,111 @@
+//! Shell normalisation: undoes the quoting and escaping tricks that keep a command word from
+//! looking like one (`w'h'o'am'i`, `c\at`, `w^h^o^a^m^i`, `cat$IFS/etc/passwd`, `pi$()ng`,
+//! `{cat,/etc/passwd}`), then lowercases (Windows commands are case-insensitive).
+
+/// Returns the normalised command line.
+pub fn normalize_shell(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < input.len() {
+        let rest = &input[i..];
+        // Field separators spelled as variables.
+        if let Some(len) = ifs_len(rest) {
+            out.push(' ');
+            i += len;
+            continue;
+        }
+        match bytes[i] {
+            b'\'' | b'"' | b'^' => {}
+            b'\\' => {
+                // `\` + newline is a line continuation; `\x` is just `x`.
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'$' if matches!(bytes.get(i + 1), Some(b'@' | b'*' | b'$' | b'0'..=b'9')) => i += 1,
+            b'$' if rest.starts_with("$()") || rest.starts_with("${}") => i += 2,
+            b'`' if bytes.get(i + 1) == Some(&b'`') => i += 1,
+            b'{' => {
+                // Brace expansion `{cat,/etc/passwd}` runs `cat /etc/passwd`.
+                if let Some(end) = brace_expansion_end(rest) {
+                    let inner = &rest[1..end];
+                    let glued = out.ends_with(|c: char| c.is_alphanumeric())
+                        || rest[end + 1..].starts_with(|c: char| c.is_alphanumeric());
+                    if glued {
+                        // `c{a,oun}t` is `cat count`: keep the first word, it is the command.
+                        out.push_str(inner.split(',').find(|a| !a.is_empty()).unwrap_or(""));
+                    } else {
+                        out.push(' ');
+                        out.push_str(&inner.replace(',', " "));
+                        out.push(' ');
+                    }
+                    i += end + 1;
+                    continue;
+                }
+                out.push('{');
+            }
+            _ => {
+                let c = rest.chars().next().unwrap_or(' ');
+                out.extend(c.to_lowercase());
+                i += c.len_utf8();
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Length of an `$IFS` spelling at the start of `s` (`$IFS`, `${IFS}`, `$IFS$9`, `${IFS%??}`).
+fn ifs_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'$') {
+        return None;
+    }
+    let len = if s.len() >= 4 && s[1..4].eq_ignore_ascii_case("ifs") {
+        4
+    } else if s.len() >= 6 && s[1..5].eq_ignore_ascii_case("{ifs") {
+        match s[5..].find('}') {
+            Some(close) if close <= 4 => 6 + close,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    // `$IFS$9`: the trailing positional parameter is empty.
+    let tail = &b[len..];
+    Some(
+        if tail.first() == Some(&b'$') && tail.get(1).is_some_and(u8::is_ascii_digit) {
+            len + 2
+        } else {
+            len
+        },
+    )
+}
+
+/// The index of the `}` closing a brace expansion that starts at `s[0] == '{'`: a comma inside,
+/// no whitespace, and short.
+fn brace_expansion_end(s: &str) -> Option<usize> {
+    let end = s[..s.len().min(256)].find('}')?;
+    let inner = &s[1..end];
+    (inner.contains(',') && !inner.contains(char::is_whitespace) && !inner.contains('{'))
+        .then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undoes_evasions() {
+        assert_eq!(normalize_shell("w'h'o'am'i"), "whoami");
+        assert_eq!(normalize_shell("c\\at /et\\c/pa\\sswd"), "cat /etc/passwd");
+        assert_eq!(normalize_shell("W^H^O^A^M^I"), "whoami");
+        assert_eq!(normalize_shell("cat$IFS/etc/passwd"), "cat /etc/passwd");
+        assert_eq!(normalize_shell("cat${IFS}/etc/passwd"), "cat /etc/passwd");
+        assert_eq!(normalize_shell(";getent$IFS$9hosts"), ";getent hosts");
+        assert_eq!(normalize_shell("pi$()ng 127.0.0.1"), "ping 127.0.0.1");
+        assert_eq!(normalize_shell("{cat,/etc/passwd}"), " cat /etc/passwd ");
+    }
+}

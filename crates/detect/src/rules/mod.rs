@@ -1,0 +1,493 @@
+//! Rules as data: built-in rule files compiled into the binary, user rule files added at
+//! construction, all compiled into per-transformation groups, plus one prefilter (required
+//! literals of every rule in one Aho-Corasick automaton) so a clean value costs one pass and
+//! only the rules whose literals occur run.
+
+mod format;
+pub(crate) mod prefilter;
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use apiguard_model::Severity;
+use regex::Regex;
+
+use crate::detectors::{Boundary, Detector};
+use crate::error::RuleError;
+use crate::gate::Bits;
+use crate::normalize::Transform;
+use crate::target::TargetGroup;
+use format::{OperatorSpec, RuleFile, RuleSpec};
+
+/// The built-in rule files, one per family, in evaluation order.
+pub(crate) const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
+    (
+        "builtin/injection.yaml",
+        include_str!("../../rules/injection.yaml"),
+    ),
+    ("builtin/rce.yaml", include_str!("../../rules/rce.yaml")),
+    ("builtin/files.yaml", include_str!("../../rules/files.yaml")),
+    ("builtin/web.yaml", include_str!("../../rules/web.yaml")),
+    (
+        "builtin/languages.yaml",
+        include_str!("../../rules/languages.yaml"),
+    ),
+    (
+        "builtin/scanners.yaml",
+        include_str!("../../rules/scanners.yaml"),
+    ),
+];
+
+/// Largest compiled regex, so a user rule cannot make compilation explode.
+const REGEX_SIZE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Target groups a rule inspects when it names none.
+const DEFAULT_GROUPS: &[TargetGroup] = &[
+    TargetGroup::Args,
+    TargetGroup::ArgNames,
+    TargetGroup::Path,
+    TargetGroup::Headers,
+    TargetGroup::Cookies,
+    TargetGroup::CookieNames,
+    TargetGroup::Files,
+];
+
+/// One compiled rule.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub id: String,
+    pub class: String,
+    pub severity: Severity,
+    pub base64: bool,
+    pub only_base64: bool,
+    /// Bit set of [`TargetGroup`]s.
+    group_mask: u16,
+    /// Exact targets inspected in addition to the groups.
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Rule {
+    /// Whether this rule inspects `target`.
+    pub(crate) fn applies_to<'a>(&self, bit: u16, display: impl Fn() -> &'a str) -> bool {
+        let selected = self.group_mask & bit != 0
+            || self.include.iter().any(|p| selector_matches(p, display()));
+        selected && !self.exclude.iter().any(|p| selector_matches(p, display()))
+    }
+}
+
+/// `header:user-agent` style selector, `*` suffix for prefixes, case-insensitive.
+fn selector_matches(pattern: &str, display: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => {
+            display.len() >= prefix.len() && display[..prefix.len()].eq_ignore_ascii_case(prefix)
+        }
+        None => pattern.eq_ignore_ascii_case(display),
+    }
+}
+
+impl ChainGroup {
+    /// Whether any rule of this group may inspect `target` (shown as `display`).
+    pub(crate) fn may_apply<'a>(&self, bit: u16, display: impl Fn() -> &'a str) -> bool {
+        self.group_mask & bit != 0 || self.includes.iter().any(|p| selector_matches(p, display()))
+    }
+}
+
+/// Rules sharing one transformation chain, compiled together.
+#[derive(Debug)]
+pub(crate) struct ChainGroup {
+    pub chain: Vec<Transform>,
+    /// Union of the rules' target groups (a target outside it skips the group entirely).
+    pub group_mask: u16,
+    /// Exact-target selectors of the member rules (a target outside `group_mask` is still
+    /// inspected when one of these names it).
+    pub includes: Vec<String>,
+    /// The member rules' own regexes: rule index and regex.
+    pub regexes: Vec<(usize, Regex)>,
+    pub phrases: Option<AhoCorasick>,
+    /// Rule index and whether it wants word boundaries, per phrase pattern.
+    pub phrase_rules: Vec<(usize, bool)>,
+    /// Rule indexes of the phrase rules (each once).
+    pub phrase_members: Vec<usize>,
+    pub detectors: Vec<(usize, Detector)>,
+    /// Bit set of the member rules.
+    pub members: Bits,
+    /// Union of the members' trigger bytes.
+    pub bytes: [u64; 2],
+    /// Whether a member has no prefilter.
+    pub has_always: bool,
+    /// Bit set of the transforms after a leading `decode` (or all, without one).
+    pub rest_mask: u16,
+}
+
+/// The prefilter of a rule set: one Aho-Corasick automaton over every rule's required
+/// literals (see [`prefilter`]), plus single bytes per rule.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    pub literals: Option<AhoCorasick>,
+    /// Per literal: the rules it arms and the boundary it needs.
+    pub literal_rules: Vec<Vec<(usize, Boundary)>>,
+    /// Per rule: bytes whose presence arms it.
+    pub bytes: Vec<[u64; 2]>,
+    /// Per rule: no literal could be proven necessary, so it always runs.
+    pub always: Vec<bool>,
+    #[cfg(test)]
+    pub debug_literals: Vec<String>,
+}
+
+/// All rules of an engine, compiled.
+#[derive(Debug)]
+pub(crate) struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub groups: Vec<ChainGroup>,
+    pub gate: Gate,
+    /// Union of the groups' transform masks.
+    pub transform_mask: u16,
+}
+
+struct Pending {
+    chain: Vec<Transform>,
+    regexes: Vec<(usize, String)>,
+    phrases: Vec<(usize, String, bool)>,
+    detectors: Vec<(usize, Detector)>,
+}
+
+impl RuleSet {
+    /// Compiles the built-in rules and `extra` files (name, text), keeping rules at or below
+    /// `paranoia`.
+    pub(crate) fn compile(extra: &[(String, String)], paranoia: u8) -> Result<RuleSet, RuleError> {
+        let mut rules = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let files = BUILTIN_RULE_FILES
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .chain(extra.iter().cloned());
+        for (file, text) in files {
+            let parsed: RuleFile =
+                serde_saphyr::from_str(&text).map_err(|e| RuleError::Syntax {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+            for spec in parsed.rules {
+                let err = |message: String| RuleError::Rule {
+                    file: file.clone(),
+                    rule: spec.id.clone(),
+                    message,
+                };
+                if let Some(previous) = seen.insert(spec.id.clone(), file.clone()) {
+                    return Err(err(format!(
+                        "duplicate rule id (first defined in {previous})"
+                    )));
+                }
+                if !(1..=4).contains(&spec.paranoia) {
+                    return Err(err(format!("paranoia {} is not 1 to 4", spec.paranoia)));
+                }
+                let compiled = compile_rule(&spec).map_err(err)?;
+                let (rule, chain, operator) = compiled;
+                if spec.paranoia > paranoia {
+                    continue;
+                }
+                let index = rules.len();
+                rules.push(rule);
+                let group = match pending.iter_mut().position(|p| p.chain == chain) {
+                    Some(i) => &mut pending[i],
+                    None => {
+                        pending.push(Pending {
+                            chain,
+                            regexes: Vec::new(),
+                            phrases: Vec::new(),
+                            detectors: Vec::new(),
+                        });
+                        pending.last_mut().expect("just pushed")
+                    }
+                };
+                match operator {
+                    CompiledOperator::Regex(r) => group.regexes.push((index, r)),
+                    CompiledOperator::Phrases(list, word) => group
+                        .phrases
+                        .extend(list.into_iter().map(|p| (index, p, word))),
+                    CompiledOperator::Detector(d) => group.detectors.push((index, d)),
+                }
+            }
+        }
+        let gate = build_gate(&pending, rules.len())?;
+        let groups = pending
+            .into_iter()
+            .map(|p| build_group(p, &rules, &gate))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transform_mask = groups.iter().fold(0, |m, g| m | g.rest_mask);
+        Ok(RuleSet {
+            rules,
+            groups,
+            gate,
+            transform_mask,
+        })
+    }
+}
+
+enum CompiledOperator {
+    Regex(String),
+    Phrases(Vec<String>, bool),
+    Detector(Detector),
+}
+
+fn compile_rule(spec: &RuleSpec) -> Result<(Rule, Vec<Transform>, CompiledOperator), String> {
+    if spec.id.is_empty() || spec.class.is_empty() {
+        return Err("id and class must not be empty".into());
+    }
+    let mut group_mask = 0u16;
+    let mut include = Vec::new();
+    for t in &spec.targets {
+        match TargetGroup::parse(t) {
+            Some(g) => group_mask |= g.bit(),
+            None if t.contains(':') => include.push(t.clone()),
+            None => return Err(format!("unknown target `{t}` (groups: {})", group_names())),
+        }
+    }
+    if spec.targets.is_empty() {
+        group_mask = DEFAULT_GROUPS.iter().fold(0, |m, g| m | g.bit());
+    }
+    let chain = match &spec.transforms {
+        None => vec![Transform::Decode],
+        Some(names) => names
+            .iter()
+            .map(|n| Transform::parse(n).ok_or_else(|| format!("unknown transform `{n}`")))
+            .collect::<Result<_, _>>()?,
+    };
+    let operator = match &spec.operator {
+        OperatorSpec::Regex(r) => {
+            // Compile once here so the error names this rule.
+            regex::RegexBuilder::new(r)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| format!("invalid regex: {e}"))?;
+            CompiledOperator::Regex(r.clone())
+        }
+        OperatorSpec::Phrases(list) | OperatorSpec::Words(list) => {
+            if list.is_empty() || list.iter().any(String::is_empty) {
+                return Err("phrase lists must be non-empty and without empty phrases".into());
+            }
+            CompiledOperator::Phrases(
+                list.clone(),
+                matches!(spec.operator, OperatorSpec::Words(_)),
+            )
+        }
+        OperatorSpec::Detector(name) => {
+            CompiledOperator::Detector(Detector::parse(name).ok_or_else(|| {
+                format!("unknown detector `{name}` (sqli, xss, cmdi, ssrf, ldap)")
+            })?)
+        }
+    };
+    let rule = Rule {
+        id: spec.id.clone(),
+        class: spec.class.clone(),
+        severity: spec.severity,
+        base64: spec.base64 || spec.only_base64,
+        only_base64: spec.only_base64,
+        group_mask,
+        include,
+        exclude: spec.exclude_targets.clone(),
+    };
+    Ok((rule, chain, operator))
+}
+
+fn group_names() -> String {
+    "method, path, args, arg_names, files, part_headers, xml_declarations, graphql, headers, structured_headers, cookie_names, cookies".to_string()
+}
+
+fn build_group(p: Pending, rules: &[Rule], gate: &Gate) -> Result<ChainGroup, RuleError> {
+    let member_rules = p
+        .regexes
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(p.phrases.iter().map(|(i, _, _)| *i))
+        .chain(p.detectors.iter().map(|(i, _)| *i));
+    let mut group_mask = 0u16;
+    let mut includes: Vec<String> = Vec::new();
+    for i in member_rules {
+        group_mask |= rules[i].group_mask;
+        for selector in &rules[i].include {
+            if !includes.contains(selector) {
+                includes.push(selector.clone());
+            }
+        }
+    }
+    let internal = |message: String| RuleError::Rule {
+        file: "(compiled)".into(),
+        rule: "(group)".into(),
+        message,
+    };
+    let regexes = p
+        .regexes
+        .iter()
+        .map(|(i, r)| {
+            Ok((
+                *i,
+                regex::RegexBuilder::new(r)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| internal(e.to_string()))?,
+            ))
+        })
+        .collect::<Result<Vec<_>, RuleError>>()?;
+    let phrases = if p.phrases.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(p.phrases.iter().map(|(_, s, _)| s.as_str()))
+                .map_err(|e| internal(e.to_string()))?,
+        )
+    };
+    let mut phrase_members: Vec<usize> = p.phrases.iter().map(|(i, _, _)| *i).collect();
+    phrase_members.dedup();
+    let mut members = Bits::with_len(rules.len());
+    let mut bytes = [0u64; 2];
+    let mut has_always = false;
+    for i in p
+        .regexes
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(phrase_members.iter().copied())
+        .chain(p.detectors.iter().map(|(i, _)| *i))
+    {
+        members.set(i);
+        bytes[0] |= gate.bytes[i][0];
+        bytes[1] |= gate.bytes[i][1];
+        has_always |= gate.always[i];
+    }
+    let rest: &[Transform] = match p.chain.split_first() {
+        Some((Transform::Decode, rest)) => rest,
+        _ => &p.chain,
+    };
+    let rest_mask = rest.iter().fold(0u16, |m, t| m | t.bit());
+    Ok(ChainGroup {
+        members,
+        bytes,
+        has_always,
+        rest_mask,
+        chain: p.chain,
+        group_mask,
+        includes,
+        regexes,
+        phrases,
+        phrase_rules: p.phrases.iter().map(|(i, _, w)| (*i, *w)).collect(),
+        phrase_members,
+        detectors: p.detectors,
+    })
+}
+
+/// Builds the prefilter: required literals of every regex, the phrases themselves, and the
+/// detectors' trigger words.
+fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError> {
+    let mut literals: Vec<Vec<u8>> = Vec::new();
+    let mut literal_rules: Vec<Vec<(usize, Boundary)>> = Vec::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut bytes = vec![[0u64; 2]; rule_count];
+    let mut always = vec![false; rule_count];
+    let mut add = |rule: usize, lit: &[u8], word: Boundary, bytes: &mut Vec<[u64; 2]>| {
+        if lit.len() == 1 && lit[0] < 0x80 && word == Boundary::None {
+            let m = crate::gate::mask(lit);
+            bytes[rule][0] |= m[0];
+            bytes[rule][1] |= m[1];
+        } else {
+            let lit = lit.to_ascii_lowercase();
+            let slot = *index.entry(lit.clone()).or_insert_with(|| {
+                literals.push(lit);
+                literal_rules.push(Vec::new());
+                literal_rules.len() - 1
+            });
+            if !literal_rules[slot].contains(&(rule, word)) {
+                literal_rules[slot].push((rule, word));
+            }
+        }
+    };
+    for p in pending {
+        for (rule, pattern) in &p.regexes {
+            match prefilter::required_literals(pattern) {
+                Some(set) => {
+                    for lit in set {
+                        add(*rule, &lit, Boundary::None, &mut bytes);
+                    }
+                }
+                None => always[*rule] = true,
+            }
+        }
+        for (rule, phrase, _) in &p.phrases {
+            let mut lit = phrase.as_bytes().to_vec();
+            lit.truncate(24);
+            add(*rule, &lit, Boundary::None, &mut bytes);
+        }
+        for (rule, detector) in &p.detectors {
+            for (w, boundary) in detector.gate_literals() {
+                add(*rule, w.as_bytes(), boundary, &mut bytes);
+            }
+        }
+    }
+    #[cfg(test)]
+    let literals_text: Vec<String> = literals
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let literals = if literals.is_empty() {
+        None
+    } else {
+        Some(
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(&literals)
+                .map_err(|e| RuleError::Rule {
+                    file: "(compiled)".into(),
+                    rule: "(prefilter)".into(),
+                    message: e.to_string(),
+                })?,
+        )
+    };
+    Ok(Gate {
+        #[cfg(test)]
+        debug_literals: literals_text,
+        literals,
+        literal_rules,
+        bytes,
+        always,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_rules_compile() {
+        for level in 1..=4 {
+            let set = RuleSet::compile(&[], level).expect("built-in rules compile");
+            assert!(!set.rules.is_empty());
+        }
+    }
+
+    #[test]
+    fn user_rule_errors_name_the_rule() {
+        let bad = vec![("mine.yaml".to_string(), "rules:\n  - id: x.bad\n    class: x\n    severity: critical\n    operator:\n      regex: '(unclosed'\n".to_string())];
+        let err = RuleSet::compile(&bad, 1).unwrap_err().to_string();
+        assert!(err.contains("mine.yaml") && err.contains("x.bad"), "{err}");
+        let dup = vec![("mine.yaml".to_string(), "rules:\n  - id: sqli.tokenizer\n    class: x\n    severity: critical\n    operator:\n      phrases: [a]\n".to_string())];
+        assert!(
+            RuleSet::compile(&dup, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate")
+        );
+        let unknown = vec![("mine.yaml".to_string(), "rules:\n  - id: a.b\n    class: x\n    severity: critical\n    targets: [nope]\n    operator:\n      phrases: [a]\n".to_string())];
+        assert!(
+            RuleSet::compile(&unknown, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown target")
+        );
+    }
+}

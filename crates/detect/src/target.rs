@@ -1,0 +1,209 @@
+//! Targets: the pieces of a request that rules inspect, each named so that a finding says
+//! exactly where it was made and an exclusion can point at exactly one of them.
+
+use std::fmt;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Method,
+    /// The percent-decoded path.
+    Path,
+    QueryName,
+    QueryValue,
+    FormName,
+    FormValue,
+    JsonKey,
+    JsonValue,
+    MultipartName,
+    MultipartValue,
+    MultipartFilename,
+    /// A header of one multipart part (`Content-Type`, `Content-Disposition`, ...).
+    PartHeader,
+    /// An XML text node or attribute value.
+    XmlValue,
+    /// An XML DOCTYPE / ENTITY / processing-instruction declaration.
+    XmlDeclaration,
+    /// A whole GraphQL document.
+    GraphqlQuery,
+    /// A literal argument inside a GraphQL document.
+    GraphqlArgument,
+    Header,
+    CookieName,
+    Cookie,
+    /// A body that is neither form, multipart, JSON nor XML, inspected as text.
+    Body,
+}
+
+impl TargetKind {
+    /// The prefix of the target's display form (`query:`, `json:`, ...).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TargetKind::Method => "method",
+            TargetKind::Path => "path",
+            TargetKind::QueryName => "query_name",
+            TargetKind::QueryValue => "query",
+            TargetKind::FormName => "form_name",
+            TargetKind::FormValue => "form",
+            TargetKind::JsonKey => "json_key",
+            TargetKind::JsonValue => "json",
+            TargetKind::MultipartName => "multipart_name",
+            TargetKind::MultipartValue => "multipart",
+            TargetKind::MultipartFilename => "filename",
+            TargetKind::PartHeader => "part_header",
+            TargetKind::XmlValue => "xml",
+            TargetKind::XmlDeclaration => "xml_dtd",
+            TargetKind::GraphqlQuery => "graphql",
+            TargetKind::GraphqlArgument => "graphql_arg",
+            TargetKind::Header => "header",
+            TargetKind::CookieName => "cookie_name",
+            TargetKind::Cookie => "cookie",
+            TargetKind::Body => "body",
+        }
+    }
+
+    /// The rule-file group this kind belongs to (see `docs/detection.md`).
+    pub(crate) fn group(self) -> TargetGroup {
+        match self {
+            TargetKind::Method => TargetGroup::Method,
+            TargetKind::Path => TargetGroup::Path,
+            TargetKind::QueryName
+            | TargetKind::FormName
+            | TargetKind::JsonKey
+            | TargetKind::MultipartName => TargetGroup::ArgNames,
+            TargetKind::QueryValue
+            | TargetKind::FormValue
+            | TargetKind::JsonValue
+            | TargetKind::MultipartValue
+            | TargetKind::XmlValue
+            | TargetKind::GraphqlArgument
+            | TargetKind::Body => TargetGroup::Args,
+            TargetKind::MultipartFilename => TargetGroup::Files,
+            TargetKind::PartHeader => TargetGroup::PartHeaders,
+            TargetKind::XmlDeclaration => TargetGroup::XmlDeclarations,
+            TargetKind::GraphqlQuery => TargetGroup::Graphql,
+            TargetKind::Header => TargetGroup::Headers,
+            TargetKind::CookieName => TargetGroup::CookieNames,
+            TargetKind::Cookie => TargetGroup::Cookies,
+        }
+    }
+}
+
+/// Coarse groups of targets that rules select (`targets: [args, cookies]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TargetGroup {
+    Method,
+    Path,
+    Args,
+    ArgNames,
+    Files,
+    PartHeaders,
+    XmlDeclarations,
+    Graphql,
+    Headers,
+    /// Headers with a fixed grammar (`Accept*`, `Cache-Control`, `Range`, ...), which the
+    /// protocol checks validate; only rules that look for payloads in any header (Log4Shell)
+    /// inspect them.
+    StructuredHeaders,
+    CookieNames,
+    Cookies,
+}
+
+/// Headers whose values follow a fixed grammar.
+const STRUCTURED_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-charset",
+    "cache-control",
+    "connection",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "keep-alive",
+    "proxy-connection",
+    "pragma",
+    "te",
+    "transfer-encoding",
+    "upgrade-insecure-requests",
+    "dnt",
+    "priority",
+    "host",
+    "date",
+    "expect",
+    "upgrade",
+    "authorization",
+];
+
+impl TargetGroup {
+    pub(crate) fn parse(name: &str) -> Option<TargetGroup> {
+        Some(match name {
+            "method" => TargetGroup::Method,
+            "path" => TargetGroup::Path,
+            "args" => TargetGroup::Args,
+            "arg_names" => TargetGroup::ArgNames,
+            "files" => TargetGroup::Files,
+            "part_headers" => TargetGroup::PartHeaders,
+            "xml_declarations" => TargetGroup::XmlDeclarations,
+            "graphql" => TargetGroup::Graphql,
+            "headers" => TargetGroup::Headers,
+            "structured_headers" => TargetGroup::StructuredHeaders,
+            "cookie_names" => TargetGroup::CookieNames,
+            "cookies" => TargetGroup::Cookies,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// One inspected value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// The argument name, JSON path, header name (lowercase), ...; empty for `method`, `path`
+    /// and `body`.
+    pub name: String,
+    /// The value as the application would see it (query and form values once URL-decoded,
+    /// JSON strings unescaped, XML entities resolved); further decoding is normalisation's job.
+    pub value: String,
+}
+
+impl Target {
+    /// The rule-file group of this target.
+    pub(crate) fn group(&self) -> TargetGroup {
+        if self.kind == TargetKind::Header
+            && (STRUCTURED_HEADERS.contains(&self.name.as_str()) || self.name.starts_with("sec-"))
+        {
+            return TargetGroup::StructuredHeaders;
+        }
+        self.kind.group()
+    }
+
+    pub fn new(kind: TargetKind, name: impl Into<String>, value: impl Into<String>) -> Target {
+        Target {
+            kind,
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            f.write_str(self.kind.prefix())
+        } else {
+            write!(f, "{}:{}", self.kind.prefix(), self.name)
+        }
+    }
+}
