@@ -131,8 +131,6 @@ pub(crate) struct Gate {
     pub bytes: Vec<[u64; 2]>,
     /// Per rule: no literal could be proven necessary, so it always runs.
     pub always: Vec<bool>,
-    #[cfg(test)]
-    pub debug_literals: Vec<String>,
 }
 
 /// All rules of an engine, compiled.
@@ -427,11 +425,6 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
             }
         }
     }
-    #[cfg(test)]
-    let literals_text: Vec<String> = literals
-        .iter()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
     let literals = if literals.is_empty() {
         None
     } else {
@@ -449,8 +442,6 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
         )
     };
     Ok(Gate {
-        #[cfg(test)]
-        debug_literals: literals_text,
         literals,
         literal_rules,
         bytes,
