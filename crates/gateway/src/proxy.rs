@@ -115,6 +115,16 @@ async fn forward(
     let is_upgrade = request.version() <= Version::HTTP_11 && wants_upgrade(request.headers());
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
+    let local = LocalAnswer {
+        shared,
+        snapshot,
+        route,
+        connection,
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        request_id,
+        started,
+    };
 
     // Buffer the body only when a stage needs it and it is small enough to inspect.
     let declared_length = content_length(&parts.headers);
@@ -130,21 +140,9 @@ async fn forward(
         {
             Ok(collected) => buffered = Some(collected.to_bytes()),
             Err(_) => {
-                let response = problem(
+                return local.problem(
                     StatusCode::BAD_REQUEST,
                     "the request body could not be read",
-                    request_id,
-                );
-                return finish_local(
-                    shared,
-                    snapshot,
-                    route,
-                    connection,
-                    &parts.method,
-                    parts.uri.path(),
-                    request_id,
-                    response,
-                    started,
                     Action::Allow,
                 );
             }
@@ -181,19 +179,7 @@ async fn forward(
             401 => "authentication is required",
             _ => "the request was refused by policy",
         };
-        let response = problem(status, detail, request_id);
-        return finish_local(
-            shared,
-            snapshot,
-            route,
-            connection,
-            &parts.method,
-            parts.uri.path(),
-            request_id,
-            response,
-            started,
-            decision.action,
-        );
+        return local.problem(status, detail, decision.action);
     }
 
     // The head sent upstream, with the path as it was routed.
@@ -247,21 +233,9 @@ async fn forward(
     let (response, target) = loop {
         attempt_no += 1;
         let Some(attempt) = pool.pick(avoid.as_ref()) else {
-            let response = problem(
+            return local.problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream target is available",
-                request_id,
-            );
-            return finish_local(
-                shared,
-                snapshot,
-                route,
-                connection,
-                &parts.method,
-                parts.uri.path(),
-                request_id,
-                response,
-                started,
                 decision.action,
             );
         };
@@ -301,21 +275,9 @@ async fn forward(
             }
             Ok(Err(error)) => {
                 if is_body_too_large(&error) {
-                    let response = problem(
+                    return local.problem(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "the request body is larger than this route allows",
-                        request_id,
-                    );
-                    return finish_local(
-                        shared,
-                        snapshot,
-                        route,
-                        connection,
-                        &parts.method,
-                        parts.uri.path(),
-                        request_id,
-                        response,
-                        started,
                         decision.action,
                     );
                 }
@@ -335,21 +297,9 @@ async fn forward(
                     avoid = Some(attempt.target.clone());
                     continue;
                 }
-                let response = problem(
+                return local.problem(
                     StatusCode::BAD_GATEWAY,
                     "the upstream service could not be reached or failed to answer",
-                    request_id,
-                );
-                return finish_local(
-                    shared,
-                    snapshot,
-                    route,
-                    connection,
-                    &parts.method,
-                    parts.uri.path(),
-                    request_id,
-                    response,
-                    started,
                     decision.action,
                 );
             }
@@ -360,21 +310,9 @@ async fn forward(
                     .upstream_failures
                     .with_label_values(&[&pool.name, "timeout"])
                     .inc();
-                let response = problem(
+                return local.problem(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the upstream service did not answer in time",
-                    request_id,
-                );
-                return finish_local(
-                    shared,
-                    snapshot,
-                    route,
-                    connection,
-                    &parts.method,
-                    parts.uri.path(),
-                    request_id,
-                    response,
-                    started,
                     decision.action,
                 );
             }
@@ -515,45 +453,58 @@ fn report(
     let _ = shared.events.send(Arc::new(event));
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_local(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    route: &RouteRuntime,
-    connection: &Connection,
-    method: &Method,
-    path: &str,
-    request_id: &str,
-    response: Response<ResponseBody>,
+/// What a response made here (not by the upstream) needs for its metrics and access log.
+struct LocalAnswer<'a> {
+    shared: &'a Shared,
+    snapshot: &'a Snapshot,
+    route: &'a RouteRuntime,
+    connection: &'a Connection,
+    method: Method,
+    /// The request target as the client sent it.
+    uri: http::Uri,
+    request_id: &'a str,
     started: Instant,
-    decision: Action,
-) -> Response<ResponseBody> {
-    let status = response.status().as_u16();
-    route.metrics.observe(
-        &shared.metrics,
-        method,
-        status,
-        decision.as_str(),
-        started.elapsed().as_secs_f64(),
-    );
-    if snapshot.access_log {
-        let bytes = http_body::Body::size_hint(response.body())
-            .exact()
-            .unwrap_or(0);
-        AccessLine {
-            request_id: request_id.to_owned(),
-            route: route.id.clone(),
-            upstream: "-".to_owned(),
-            method: method.clone(),
-            path: path.to_owned(),
-            status,
-            client: connection.client.peer.ip(),
-            listener: connection.listener.clone(),
-            decision,
-        }
-        .write(started, bytes);
+}
+
+impl LocalAnswer<'_> {
+    /// Answers with a problem+json error made here.
+    fn problem(
+        &self,
+        status: StatusCode,
+        detail: &str,
+        decision: Action,
+    ) -> Response<ResponseBody> {
+        self.finish(problem(status, detail, self.request_id), decision)
     }
-    response
+
+    fn finish(&self, response: Response<ResponseBody>, decision: Action) -> Response<ResponseBody> {
+        let status = response.status().as_u16();
+        self.route.metrics.observe(
+            &self.shared.metrics,
+            &self.method,
+            status,
+            decision.as_str(),
+            self.started.elapsed().as_secs_f64(),
+        );
+        if self.snapshot.access_log {
+            let bytes = http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0);
+            AccessLine {
+                request_id: self.request_id.to_owned(),
+                route: self.route.id.clone(),
+                upstream: "-".to_owned(),
+                method: self.method.clone(),
+                path: self.uri.path().to_owned(),
+                status,
+                client: self.connection.client.peer.ip(),
+                listener: self.connection.listener.clone(),
+                decision,
+            }
+            .write(self.started, bytes);
+        }
+        response
+    }
 }
 
 fn log_local(

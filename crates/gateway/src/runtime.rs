@@ -167,7 +167,9 @@ impl Gateway {
             }
         }
         if let Some(socket) = admin_socket {
-            tracing::info!(address = ?admin_addr, "admin listening");
+            if let Some(address) = admin_addr {
+                tracing::info!(%address, "admin listening");
+            }
             tokio::spawn(crate::admin::serve(socket, gateway.clone()));
         }
         if watch_config.watch {
