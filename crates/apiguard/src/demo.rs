@@ -65,11 +65,15 @@ pub async fn run(options: DemoOptions) -> Result<(), String> {
         .map_err(|e| format!("sample gRPC API: {e}"))?;
     let http_api = http_listener.local_addr().map_err(|e| e.to_string())?;
     let grpc_api = grpc_listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(apiguard_sampleapi::serve_http(
+    // One store behind both surfaces: an order created over gRPC shows up over REST.
+    let store = apiguard_sampleapi::Store::seeded();
+    tokio::spawn(apiguard_sampleapi::serve_http_with_store(
+        store.clone(),
         http_listener,
         std::future::pending(),
     ));
-    tokio::spawn(apiguard_sampleapi::serve_grpc(
+    tokio::spawn(apiguard_sampleapi::serve_grpc_with_store(
+        store,
         grpc_listener,
         std::future::pending(),
     ));
