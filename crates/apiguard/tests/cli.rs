@@ -323,3 +323,45 @@ async fn a_1_gb_upload_streams_through_with_bounded_memory() {
         "RSS grew from {baseline} KiB to {peak} KiB: the body is being buffered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_the_sample_api_through_the_gateway() {
+    let (port, admin_port) = (free_port(), free_port());
+    let mut demo = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = get_status(&format!("http://{addr}/api/users/1")).await;
+    let (missing, problem) = get_status(&format!("http://{addr}/nowhere")).await;
+    let (_, metrics) = get_status(&format!("http://127.0.0.1:{admin_port}/metrics")).await;
+    let _ = demo.kill();
+    let mut banner = String::new();
+    std::io::Read::read_to_string(demo.stderr.as_mut().unwrap(), &mut banner).unwrap();
+    let _ = demo.wait();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"id\":1"), "{body}");
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    assert!(problem.contains("\"request_id\""), "{problem}");
+    assert!(metrics.contains("apiguard_requests_total{decision=\"allow\",method=\"GET\",route=\"user-by-id\",status_class=\"2xx\"} 1"), "{metrics}");
+    assert!(
+        banner.contains(&format!("curl -i http://{addr}/api/users/1")),
+        "the banner says what to try: {banner}"
+    );
+}
