@@ -150,3 +150,72 @@ async fn connect_failures_eject_but_never_more_than_the_cap() {
         "max_ejection_percent 50 of two targets ejects one at most"
     );
 }
+
+#[tokio::test]
+async fn a_pool_with_no_healthy_target_answers_503_problem_json_and_readyz_names_it() {
+    let only = TestUpstream::start_named("only").await.unwrap();
+    let yaml = format!(
+        r#"
+listeners: [{{address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+upstreams:
+  pool:
+    targets: ["{}"]
+    health_check: {{path: /healthz, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1}}
+routes: [{{id: all, upstream: pool}}]
+access_log: {{enabled: false}}
+reload: {{watch: false}}
+"#,
+        only.addr()
+    );
+    let gw = start(&yaml).await;
+    let client = h1_client();
+    only.set_mode(UpstreamMode::Failing).await;
+    eventually("the only target marked unhealthy", async || {
+        get(&client, &gw.url("/echo")).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let reply = get(&client, &gw.url("/echo")).await;
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
+    assert_eq!(reply.json()["status"], 503);
+    let ready = get(&client, &gw.admin_url("/readyz")).await.json();
+    assert_eq!(ready["pools_without_available_target"][0], "pool");
+    only.set_mode(UpstreamMode::Healthy).await;
+    eventually("the target back", async || {
+        get(&client, &gw.url("/echo")).await.status == StatusCode::OK
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn least_requests_prefers_the_target_with_fewer_requests_in_flight() {
+    let a = TestUpstream::start_named("a").await.unwrap();
+    let b = TestUpstream::start_named("b").await.unwrap();
+    let gw = start(&pool_config(&a, &b, "    balancing: least_requests")).await;
+    let client = h1_client();
+    // Hold one slow request on whichever target takes it first; every quick request then
+    // goes to the other one.
+    let slow_url = gw.url("/sleep/1500");
+    let slow_client = client.clone();
+    let slow = tokio::spawn(async move {
+        get(&slow_client, &slow_url).await.headers["x-upstream"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut quick = Vec::new();
+    for _ in 0..6 {
+        quick.push(
+            get(&client, &gw.url("/echo")).await.headers["x-upstream"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let busy = slow.await.unwrap();
+    assert!(
+        quick.iter().all(|t| *t != busy),
+        "quick requests avoided the busy target {busy}: {quick:?}"
+    );
+}
