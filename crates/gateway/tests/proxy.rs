@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use apiguard_testkit::{TestUpstream, UpstreamMode};
+use apiguard_testkit::TestUpstream;
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -417,5 +417,4 @@ async fn metrics_count_requests_by_route_method_status_and_decision() {
         get(&client, &gw.admin_url("/healthz")).await.status,
         StatusCode::OK
     );
-    let _ = UpstreamMode::Healthy;
 }
