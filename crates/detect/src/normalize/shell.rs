@@ -63,9 +63,10 @@ fn ifs_len(s: &str) -> Option<usize> {
     if b.first() != Some(&b'$') {
         return None;
     }
-    let len = if s.len() >= 4 && s[1..4].eq_ignore_ascii_case("ifs") {
+    // Byte comparisons: `s` may hold multi-byte characters right after the `$`.
+    let len = if b.len() >= 4 && b[1..4].eq_ignore_ascii_case(b"ifs") {
         4
-    } else if s.len() >= 6 && s[1..5].eq_ignore_ascii_case("{ifs") {
+    } else if b.len() >= 6 && b[1..5].eq_ignore_ascii_case(b"{ifs") {
         match s[5..].find('}') {
             Some(close) if close <= 4 => 6 + close,
             _ => return None,
@@ -107,5 +108,13 @@ mod tests {
         assert_eq!(normalize_shell(";getent$IFS$9hosts"), ";getent hosts");
         assert_eq!(normalize_shell("pi$()ng 127.0.0.1"), "ping 127.0.0.1");
         assert_eq!(normalize_shell("{cat,/etc/passwd}"), " cat /etc/passwd ");
+    }
+
+    #[test]
+    fn multi_byte_characters_after_a_dollar_do_not_panic() {
+        // Found by the `engine` fuzz target: `$` followed by a two-byte character.
+        for input in ["a$iք", "$ք", "${iք}", "$\u{10348}xx"] {
+            let _ = normalize_shell(input);
+        }
     }
 }
