@@ -111,8 +111,11 @@ pub fn find_ssrf(input: &str) -> Option<Match> {
         let colon = search + pos;
         search = colon + 1;
         let scheme_start = lower[..colon]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | '_')))
-            .map_or(0, |p| p + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | '_')))
+            // The scheme starts after that character, which may be several bytes long.
+            .map_or(0, |(p, c)| p + c.len_utf8());
         let scheme = &lower[scheme_start..colon];
         let rest = &lower[colon + 1..];
         let slashes = rest.len() - rest.trim_start_matches(['/', '\\']).len();
@@ -315,6 +318,13 @@ fn ipv6_is_internal(ip: Ipv6Addr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_multi_byte_character_before_a_scheme_does_not_panic() {
+        // Found by the `engine` fuzz target.
+        assert!(super::find_ssrf("abɢ:x").is_none());
+        assert!(super::find_ssrf("ɢhttp://127.0.0.1/").is_some());
+    }
+
     use super::*;
 
     #[test]
