@@ -80,7 +80,9 @@ impl Rule {
 fn selector_matches(pattern: &str, display: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => {
-            display.len() >= prefix.len() && display[..prefix.len()].eq_ignore_ascii_case(prefix)
+            // Bytes, not str slices: a target name may hold multi-byte characters.
+            display.len() >= prefix.len()
+                && display.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
         }
         None => pattern.eq_ignore_ascii_case(display),
     }
@@ -451,6 +453,14 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn selectors_compare_target_names_with_multi_byte_characters() {
+        // Found by the `engine` fuzz target: a header name cut inside a character.
+        assert!(!selector_matches("header:x-*", "header:\u{fffd}\u{fffd}"));
+        assert!(!selector_matches("header:user-agent*", "header:us\u{fffd}"));
+        assert!(selector_matches("header:x-*", "header:x-\u{fffd}"));
+    }
+
     use super::*;
 
     #[test]
