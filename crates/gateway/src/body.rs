@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -22,24 +23,32 @@ pin_project_lite::pin_project! {
     #[project = RequestBodyProj]
     pub enum RequestBody {
         Empty,
-        Full { data: Option<Bytes> },
-        Streaming { #[pin] inner: Incoming, seen: u64, limit: u64 },
+        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        /// The client's body, after `prefix` (the part already read for inspection).
+        Streaming { prefix: Option<Bytes>, #[pin] inner: Incoming, seen: u64, limit: u64 },
     }
 }
 
 impl RequestBody {
-    pub fn full(data: Bytes) -> Self {
-        if data.is_empty() {
+    /// A body read whole, with the client's trailers if it sent any.
+    pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        if data.is_empty() && trailers.is_none() {
             RequestBody::Empty
         } else {
-            RequestBody::Full { data: Some(data) }
+            RequestBody::Full {
+                data: (!data.is_empty()).then_some(data),
+                trailers,
+            }
         }
     }
 
-    pub fn streaming(inner: Incoming, limit: u64) -> Self {
+    /// The client's body streamed, after the `prefix` already read from it; more than `limit`
+    /// bytes in all is an error ([`BodyTooLarge`]).
+    pub fn streaming(prefix: Option<Bytes>, inner: Incoming, limit: u64) -> Self {
         RequestBody::Streaming {
+            seen: prefix.as_ref().map_or(0, |p| p.len() as u64),
+            prefix: prefix.filter(|p| !p.is_empty()),
             inner,
-            seen: 0,
             limit,
         }
     }
@@ -55,8 +64,23 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             RequestBodyProj::Empty => Poll::Ready(None),
-            RequestBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            RequestBodyProj::Streaming { inner, seen, limit } => {
+            RequestBodyProj::Full { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(|d| Ok(Frame::data(d)))
+                    .or_else(|| trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            ),
+            RequestBodyProj::Streaming {
+                prefix,
+                inner,
+                seen,
+                limit,
+            } => {
+                if let Some(prefix) = prefix.take() {
+                    if *seen > *limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: *limit }))));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
                 match std::task::ready!(inner.poll_frame(cx)) {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
@@ -79,18 +103,29 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Full { data } => data.is_none(),
-            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
+            RequestBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestBody::Streaming { prefix, inner, .. } => {
+                prefix.is_none() && inner.is_end_stream()
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Full { data } => {
+            RequestBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            RequestBody::Streaming { inner, .. } => inner.size_hint(),
+            RequestBody::Streaming { prefix, inner, .. } => {
+                let before = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + before);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + before);
+                }
+                hint
+            }
         }
     }
 }

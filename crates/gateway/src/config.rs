@@ -28,6 +28,10 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Routes. The most specific match wins (see docs/configuration.md, "Route matching").
     pub routes: Vec<RouteConfig>,
+    /// Attack detection for every route (on, blocking, at paranoia level 1 when absent). A
+    /// route changes it under its own `detect:`.
+    #[serde(default)]
+    pub detect: DetectConfig,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -239,6 +243,9 @@ pub struct RouteConfig {
     /// Per-route limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// This route's changes to the top-level `detect:` settings.
+    #[serde(default)]
+    pub detect: RouteDetectConfig,
 }
 
 /// Request matching. Every given condition must hold.
@@ -300,6 +307,134 @@ impl Default for LimitsConfig {
             max_header_count: defaults::max_header_count(),
             max_header_bytes: defaults::max_header_bytes(),
             request_timeout: None,
+        }
+    }
+}
+
+/// What the detection engine does with a request whose score reaches the threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectMode {
+    /// Refuse it with 403 (problem+json, no attack detail).
+    #[default]
+    Block,
+    /// Let it through; findings are still logged, counted and published as events (for
+    /// tuning a new route).
+    DetectOnly,
+    /// Do not inspect.
+    Off,
+}
+
+/// Attack detection settings (see docs/detection.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// `block`, `detect_only` or `off`.
+    #[serde(default)]
+    pub mode: DetectMode,
+    /// 1 (fewest false positives) to 4 (most detections): rules above this level do not run.
+    #[serde(default = "defaults::paranoia")]
+    pub paranoia: u8,
+    /// The anomaly score at which a request is refused. Findings score by severity: notice 2,
+    /// warning 3, error 4, critical 5.
+    #[serde(default = "defaults::threshold")]
+    pub threshold: u32,
+    /// How many bytes of a request body are buffered and inspected. A longer body is inspected
+    /// up to here (which is itself a notice-level finding) and the rest is streamed.
+    #[serde(default = "defaults::max_body_inspect")]
+    pub max_body_inspect: usize,
+    /// Extra rule files (YAML, the format of docs/detection.md), added to the built-in rules.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub rule_files: Vec<Spanned<String>>,
+    /// Precise exceptions: a rule or class, optionally on one target only.
+    #[serde(default)]
+    pub exclusions: Vec<ExclusionConfig>,
+    /// Bounds on request parsing; reaching one is itself a finding (class `limits`).
+    #[serde(default)]
+    pub limits: ParseLimitsConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            mode: DetectMode::default(),
+            paranoia: defaults::paranoia(),
+            threshold: defaults::threshold(),
+            max_body_inspect: defaults::max_body_inspect(),
+            rule_files: Vec::new(),
+            exclusions: Vec::new(),
+            limits: ParseLimitsConfig::default(),
+        }
+    }
+}
+
+/// A route's changes to the top-level detection settings: a field given here replaces the
+/// top-level one, except `rule_files` and `exclusions`, which are added to the top-level ones.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDetectConfig {
+    #[serde(default)]
+    pub mode: Option<DetectMode>,
+    #[serde(default)]
+    pub paranoia: Option<u8>,
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub max_body_inspect: Option<usize>,
+    /// Rule files for this route only, in addition to the top-level ones.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub rule_files: Vec<Spanned<String>>,
+    /// Exclusions for this route only, in addition to the top-level ones.
+    #[serde(default)]
+    pub exclusions: Vec<ExclusionConfig>,
+}
+
+/// Silences a rule or a class, everywhere or on one target, so a false positive is tuned away
+/// without turning a rule off everywhere. `rule` and `class` may end in `*` (a prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExclusionConfig {
+    /// A rule id such as `sqli.tokenizer`, or a prefix such as `sqli.*`.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// A class such as `sqli`, `xss`, `rce`.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The one target it applies to, such as `json:$.comment`, `header:x-preview`,
+    /// `cookie:session`, `query:q` (a trailing `*` makes it a prefix). Absent: every target.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// Parser bounds of the detection engine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParseLimitsConfig {
+    /// Deepest JSON or XML nesting inspected.
+    pub max_depth: usize,
+    /// Most values (arguments, keys, headers, ...) inspected per request.
+    pub max_targets: usize,
+    /// Most multipart parts parsed.
+    pub max_parts: usize,
+    /// Longest single value inspected; a longer one is inspected up to this length.
+    pub max_value_len: usize,
+    /// Longest argument or key name; a longer one is a finding.
+    pub max_name_len: usize,
+    /// Most query plus form arguments; more is a finding.
+    pub max_args: usize,
+}
+
+impl Default for ParseLimitsConfig {
+    fn default() -> Self {
+        ParseLimitsConfig {
+            max_depth: 64,
+            max_targets: 2048,
+            max_parts: 128,
+            max_value_len: 256 * 1024,
+            max_name_len: 100,
+            max_args: 255,
         }
     }
 }
@@ -409,6 +544,15 @@ pub mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn paranoia() -> u8 {
+        1
+    }
+    pub fn threshold() -> u32 {
+        5
+    }
+    pub fn max_body_inspect() -> usize {
+        1024 * 1024
     }
     pub fn header_read_timeout() -> DurationSpec {
         DurationSpec::secs(10)

@@ -22,7 +22,11 @@ pub struct Metrics {
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
     pub findings: IntCounterVec,
+    pub request_score: HistogramVec,
 }
+
+/// Scores by severity are 2 to 5 per finding; the default threshold is 5.
+const SCORE_BUCKETS: &[f64] = &[0.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -102,9 +106,18 @@ impl Metrics {
         let findings = IntCounterVec::new(
             Opts::new(
                 "findings_total",
-                "Pipeline findings by stage, rule and class",
+                "Pipeline findings (limits, attack detection) by rule and class",
             ),
-            &["stage", "rule", "class"],
+            &["rule", "class"],
+        )
+        .expect("valid metric");
+        let request_score = HistogramVec::new(
+            HistogramOpts::new(
+                "request_score",
+                "Anomaly score of each routed request after its pipeline ran, by route",
+            )
+            .buckets(SCORE_BUCKETS.to_vec()),
+            &["route"],
         )
         .expect("valid metric");
         for collector in [
@@ -118,6 +131,7 @@ impl Metrics {
             Box::new(config_version.clone()),
             Box::new(config_reloads.clone()),
             Box::new(findings.clone()),
+            Box::new(request_score.clone()),
         ] {
             registry
                 .register(collector)
@@ -135,6 +149,7 @@ impl Metrics {
             config_version,
             config_reloads,
             findings,
+            request_score,
         }
     }
 
@@ -174,6 +189,7 @@ const SLOTS: usize = (METHODS.len() + 1) * STATUS_CLASSES.len() * DECISIONS.len(
 pub struct RouteMetrics {
     route: String,
     duration: Histogram,
+    score: Histogram,
     counters: Box<[OnceLock<IntCounter>]>,
 }
 
@@ -182,8 +198,14 @@ impl RouteMetrics {
         RouteMetrics {
             route: route.to_owned(),
             duration: metrics.request_duration.with_label_values(&[route]),
+            score: metrics.request_score.with_label_values(&[route]),
             counters: (0..SLOTS).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// Records the anomaly score a request reached.
+    pub fn observe_score(&self, score: u32) {
+        self.score.observe(f64::from(score));
     }
 
     pub fn observe(

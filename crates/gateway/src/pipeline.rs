@@ -10,6 +10,8 @@ use crate::config::LimitsConfig;
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
     needs_body: bool,
+    /// Body bytes buffered for the stages that need the body.
+    body_limit: usize,
     /// A request whose score reaches this is blocked (or only logged in detect-only mode).
     pub threshold: u32,
     /// False in detect-only mode: findings are logged, nothing is refused for its score.
@@ -32,9 +34,27 @@ impl Pipeline {
         Pipeline {
             stages,
             needs_body,
+            body_limit: 1024 * 1024,
             threshold,
             enforce,
         }
+    }
+
+    /// Sets how many body bytes are buffered for inspection.
+    pub fn with_body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit.max(1);
+        self
+    }
+
+    /// Body bytes buffered for inspection; a longer body is inspected up to here and the
+    /// rest streams through.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Whether some stage inspects requests for attacks (its score is worth a histogram).
+    pub fn has_stage(&self, name: &str) -> bool {
+        self.stages.iter().any(|s| s.name() == name)
     }
 
     /// Whether some stage wants the body buffered before it runs.

@@ -126,23 +126,49 @@ async fn forward(
         started,
     };
 
-    // Buffer the body only when a stage needs it and it is small enough to inspect.
+    // Stages that need the body see up to the route's inspection limit of it; the rest (if
+    // any) streams upstream after the inspected part. Chunked bodies, which declare no
+    // length, are read the same way, so leaving out Content-Length hides nothing.
     let declared_length = content_length(&parts.headers);
-    let mut buffered: Option<Bytes> = None;
     let mut incoming = Some(incoming);
-    if route.pipeline.needs_body()
-        && declared_length.is_some_and(|n| n <= route.limits.max_body_bytes)
-    {
-        let body = incoming.take().expect("the body is still here");
-        match http_body_util::Limited::new(body, route.limits.max_body_bytes as usize)
-            .collect()
-            .await
-        {
-            Ok(collected) => buffered = Some(collected.to_bytes()),
-            Err(_) => {
+    let mut buffered: Option<Bytes> = None;
+    let mut inspected: Option<Bytes> = None;
+    let mut trailers: Option<http::HeaderMap> = None;
+    // A declared length over the route's limit is refused by the limits stage without
+    // reading anything.
+    let body_may_follow = declared_length.is_none_or(|n| n > 0 && n <= route.limits.max_body_bytes)
+        && incoming
+            .as_ref()
+            .is_some_and(|b| !http_body::Body::is_end_stream(b));
+    if route.pipeline.needs_body() && !is_upgrade && body_may_follow && !is_grpc(&parts.headers) {
+        let body = incoming.as_mut().expect("the body is still here");
+        let read = tokio::time::timeout(
+            route.request_timeout,
+            read_prefix(body, route.pipeline.body_limit()),
+        )
+        .await;
+        match read {
+            Ok(Ok(prefix)) => {
+                if prefix.complete {
+                    incoming = None;
+                    trailers = prefix.trailers;
+                    inspected = Some(prefix.data.clone());
+                    buffered = Some(prefix.data);
+                } else {
+                    inspected = Some(prefix.data);
+                }
+            }
+            Ok(Err(_)) => {
                 return local.problem(
                     StatusCode::BAD_REQUEST,
                     "the request body could not be read",
+                    Action::Allow,
+                );
+            }
+            Err(_elapsed) => {
+                return local.problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
                     Action::Allow,
                 );
             }
@@ -157,9 +183,10 @@ async fn forward(
         client: &connection.client,
         route: &route.id,
         request_id,
-        body: buffered.as_ref(),
+        body: inspected.as_ref(),
     };
     let decision = route.pipeline.run(&view);
+    route.metrics.observe_score(decision.score);
     if !decision.findings.is_empty() {
         report(
             shared,
@@ -214,6 +241,8 @@ async fn forward(
         parts.headers.insert(header::HOST, value);
     }
     let has_body = buffered.as_ref().is_some_and(|b| !b.is_empty())
+        || trailers.is_some()
+        || inspected.is_some()
         || declared_length.is_some_and(|n| n > 0)
         || (declared_length.is_none()
             && incoming
@@ -241,9 +270,9 @@ async fn forward(
         };
         let last_try = attempt_no >= max_attempts;
         let mut upstream_request = Request::new(match (buffered.take(), incoming.take()) {
-            (Some(bytes), _) => RequestBody::full(bytes),
+            (Some(bytes), _) => RequestBody::full(bytes, trailers.take()),
             (None, Some(body)) if has_body || is_upgrade => {
-                RequestBody::streaming(body, route.limits.max_body_bytes)
+                RequestBody::streaming(inspected.take(), body, route.limits.max_body_bytes)
             }
             _ => RequestBody::Empty,
         });
@@ -388,6 +417,63 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// The start of a request body, read for inspection.
+struct BodyPrefix {
+    data: Bytes,
+    /// The body ended within the limit (`data` is all of it).
+    complete: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// Reads `body` until it ends or more than `limit` bytes have arrived. An incomplete prefix
+/// is longer than `limit` (by at most one frame), which tells the detection engine that it
+/// only saw part of the body.
+async fn read_prefix(body: &mut Incoming, limit: usize) -> Result<BodyPrefix, hyper::Error> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    let mut trailers = None;
+    let complete = loop {
+        if len > limit {
+            break false;
+        }
+        match body.frame().await {
+            None => break true,
+            Some(frame) => match frame?.into_data() {
+                Ok(data) => {
+                    len += data.len();
+                    chunks.push(data);
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break true;
+                }
+            },
+        }
+    };
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut joined = bytes::BytesMut::with_capacity(len);
+            chunks.iter().for_each(|c| joined.extend_from_slice(c));
+            joined.freeze()
+        }
+    };
+    Ok(BodyPrefix {
+        data,
+        complete,
+        trailers,
+    })
+}
+
+/// gRPC bodies are streams of length-prefixed protobuf messages: buffering one would stall
+/// a bidirectional stream, and the bytes are not text. Their heads are still inspected.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -428,11 +514,10 @@ fn report(
     decision: &Decision,
 ) {
     for finding in &decision.findings {
-        let stage = finding.rule_id.split('.').next().unwrap_or("pipeline");
         shared
             .metrics
             .findings
-            .with_label_values(&[stage, &finding.rule_id, &finding.class])
+            .with_label_values(&[&finding.rule_id, &finding.class])
             .inc();
     }
     let event = SecurityEvent {

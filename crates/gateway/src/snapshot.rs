@@ -6,20 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiguard_detect::DetectStage;
 use apiguard_model::{SecurityEvent, Stage};
 use http::{HeaderName, HeaderValue, Method};
 use rustls::ServerConfig;
 use tokio::sync::broadcast;
 
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
+use crate::detection::compile_detection;
 use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{LimitsStage, Pipeline};
 use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
 use crate::upstream::{Pool, PoolSettings};
-
-/// The anomaly score at which a request is blocked, as in the OWASP CRS default.
-pub const DEFAULT_THRESHOLD: u32 = 5;
 
 /// A listener's compiled settings.
 pub struct ListenerSettings {
@@ -86,6 +85,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_listeners(config, &mut problems);
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
+    let _ = compile_detection(config, &mut problems);
     problems
 }
 
@@ -321,6 +321,7 @@ pub fn compile(
     let listeners = compile_listeners(config, &mut problems);
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
+    let detection = compile_detection(config, &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -353,11 +354,18 @@ pub fn compile(
     let routes = config
         .routes
         .iter()
-        .map(|route| {
+        .zip(detection)
+        .map(|(route, detection)| {
             let pool = pools[&route.upstream.value].clone();
-            let stages: Vec<Arc<dyn Stage>> = vec![Arc::new(LimitsStage {
+            let mut stages: Vec<Arc<dyn Stage>> = vec![Arc::new(LimitsStage {
                 limits: route.limits.clone(),
             })];
+            if let Some(engine) = detection.engine {
+                stages.push(Arc::new(DetectStage(engine)));
+            }
+            let body_limit = detection
+                .max_body_inspect
+                .min(usize::try_from(route.limits.max_body_bytes).unwrap_or(usize::MAX));
             RouteRuntime {
                 id: route.id.value.clone(),
                 request_timeout: route
@@ -366,7 +374,8 @@ pub fn compile(
                     .map_or(pool.settings.request_timeout, |t| t.0),
                 pool,
                 limits: route.limits.clone(),
-                pipeline: Pipeline::new(stages, DEFAULT_THRESHOLD, true),
+                pipeline: Pipeline::new(stages, detection.threshold, detection.enforce)
+                    .with_body_limit(body_limit),
                 metrics: RouteMetrics::new(&env.metrics, &route.id.value),
             }
         })

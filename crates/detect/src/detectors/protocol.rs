@@ -94,7 +94,24 @@ fn method_and_version(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             method,
         ));
     }
-    if request.uri.scheme().is_some() {
+    // An origin server must accept the absolute form (RFC 9112, 3.2.2), and HTTP/2 always
+    // carries scheme and authority. What is suspect is an HTTP/1 absolute form naming a
+    // scheme other than http(s), or another host than the Host header: the backend and the
+    // gateway might then disagree on which site the request is for.
+    let host_header = request
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.trim().to_ascii_lowercase());
+    let absolute_suspect = request.version < Version::HTTP_2
+        && request.uri.scheme().is_some()
+        && (!matches!(request.uri.scheme_str(), Some("http" | "https"))
+            || request.uri.authority().is_some_and(|a| {
+                host_header
+                    .as_deref()
+                    .is_some_and(|h| strip_port(h) != strip_port(&a.as_str().to_ascii_lowercase()))
+            }));
+    if absolute_suspect {
         out.push(anomaly(
             "protocol.absolute_uri",
             Severity::Error,
@@ -204,12 +221,23 @@ fn framing(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
         && encodings.is_empty()
         && request.version != Version::HTTP_2
     {
+        // A notice only: clients send bodiless POSTs (`POST /orders/7/cancel`) without
+        // Content-Length every day.
         out.push(anomaly(
             "protocol.post_without_length",
-            Severity::Warning,
+            Severity::Notice,
             "header:content-length",
             "POST without Content-Length or Transfer-Encoding",
         ));
+    }
+}
+
+/// `host[:port]` or `[v6]:port` without the port.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        authority.split(']').next().unwrap_or(authority)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
     }
 }
 
@@ -239,10 +267,13 @@ fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             } else {
                 host.split(':').next().unwrap_or("")
             };
+            // Only a notice: internal clients, health checks, load generators and service
+            // meshes address APIs by IP every day. It adds to other evidence, never blocks
+            // alone (a gateway that refused `Host: 10.0.0.5` would break real traffic).
             if name.parse::<std::net::IpAddr>().is_ok() {
                 out.push(anomaly(
                     "protocol.host_is_ip",
-                    Severity::Warning,
+                    Severity::Notice,
                     "header:host",
                     host.clone(),
                 ));
@@ -360,9 +391,11 @@ fn content_type(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<
     let Some(ct) = values.first() else {
         if request.body.is_some_and(|b| !b.is_empty()) {
             // Without a type the backend guesses, and its guess is not the one inspected.
+            // A notice, as in CRS: scripts and internal clients often omit the type. It
+            // adds to real evidence in the body without refusing such clients outright.
             out.push(anomaly(
                 "protocol.body_without_content_type",
-                Severity::Critical,
+                Severity::Notice,
                 "header:content-type",
                 "body without Content-Type",
             ));
