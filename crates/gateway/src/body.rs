@@ -9,6 +9,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::connpool::PooledBody;
+
 /// The error a streamed body gives once it passes its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than the route's limit of {limit} bytes")]
@@ -136,7 +138,7 @@ pin_project_lite::pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Local { data: Option<Bytes> },
-        Upstream { #[pin] inner: Incoming, on_end: Option<BytesSent> },
+        Upstream { #[pin] inner: PooledBody, on_end: Option<BytesSent> },
     }
 }
 

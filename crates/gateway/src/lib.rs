@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod connpool;
 pub mod detection;
 pub mod headers;
 pub mod identity;

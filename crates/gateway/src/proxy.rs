@@ -10,7 +10,7 @@ use apiguard_model::event::now_ms;
 use apiguard_model::{Action, ClientInfo, EventKind, RequestView, SecurityEvent};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -25,7 +25,7 @@ use crate::pipeline::Decision;
 use crate::problem::problem;
 use crate::router::{normalize_path, request_host};
 use crate::snapshot::{RouteRuntime, Snapshot};
-use crate::upstream::{AttemptResult, Pool};
+use crate::upstream::AttemptResult;
 
 /// State shared by every connection: the current snapshot, metrics and the event stream.
 pub struct Shared {
@@ -277,8 +277,10 @@ async fn forward(
             _ => RequestBody::Empty,
         });
         *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() =
-            Pool::upstream_uri(&attempt.target, parts.uri.path_and_query());
+        *upstream_request.uri_mut() = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
         *upstream_request.version_mut() = if h2 {
             Version::HTTP_2
         } else {
@@ -291,7 +293,7 @@ async fn forward(
         };
         let result = tokio::time::timeout(
             route.request_timeout,
-            pool.client().request(upstream_request),
+            pool.send(&attempt.target, upstream_request),
         )
         .await;
         match result {
@@ -491,8 +493,8 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn is_body_too_large(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<BodyTooLarge>() {
             return true;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use apiguard_model::event::now_ms;
 use apiguard_model::{EventKind, SecurityEvent};
 use http::uri::{Authority, Scheme};
-use http::{Request, Uri};
+use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::body::RequestBody;
 use crate::config::{Balancing, OutlierConfig, UpstreamConfig, UpstreamProtocol};
+use crate::connpool::{ConnPool, PooledBody, SendError};
 use crate::metrics::Metrics;
 
 /// The settings a pool is built from, without file positions: two pools with equal settings
@@ -71,6 +72,8 @@ impl PoolSettings {
 
 /// One upstream target and its live state.
 pub struct Target {
+    /// Position in the pool's target list.
+    pub index: usize,
     pub address: String,
     pub authority: Authority,
     in_flight: AtomicU32,
@@ -86,7 +89,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(address: &str) -> Result<Self, String> {
+    fn new(index: usize, address: &str) -> Result<Self, String> {
         let authority: Authority = address
             .parse()
             .map_err(|_| format!("`{address}` is not a valid host:port"))?;
@@ -94,6 +97,7 @@ impl Target {
             return Err(format!("`{address}` has no port"));
         }
         Ok(Target {
+            index,
             address: address.to_owned(),
             authority,
             in_flight: AtomicU32::new(0),
@@ -156,6 +160,8 @@ pub struct Pool {
     /// One client per worker thread, so a request and its upstream connection live on the
     /// same thread (no cross-thread wake-ups on the hot path).
     clients: Vec<UpstreamClient>,
+    /// HTTP/1.1 pools send through per-worker connections of their own (see `connpool`).
+    conns: Option<ConnPool>,
     next: AtomicUsize,
     events: broadcast::Sender<Arc<SecurityEvent>>,
     metrics: Arc<Metrics>,
@@ -173,11 +179,21 @@ impl Pool {
         let targets = settings
             .targets
             .iter()
-            .map(|t| Target::new(t).map(Arc::new))
+            .enumerate()
+            .map(|(i, t)| Target::new(i, t).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let clients = (0..workers.max(1))
             .map(|_| build_client(&settings))
             .collect();
+        let conns = (settings.protocol == UpstreamProtocol::Http1).then(|| {
+            ConnPool::new(
+                workers,
+                targets.len(),
+                settings.connect_timeout,
+                settings.idle_timeout,
+                settings.max_idle_per_target,
+            )
+        });
         for target in &targets {
             metrics
                 .upstream_healthy
@@ -189,6 +205,7 @@ impl Pool {
             settings,
             targets,
             clients,
+            conns,
             next: AtomicUsize::new(0),
             events,
             metrics,
@@ -200,6 +217,30 @@ impl Pool {
     /// The client of the worker thread this runs on.
     pub fn client(&self) -> &UpstreamClient {
         &self.clients[crate::worker::current() % self.clients.len()]
+    }
+
+    /// Sends one attempt to `target`. The request's URI is in origin form (`/path?query`).
+    pub async fn send(
+        &self,
+        target: &Target,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        match &self.conns {
+            Some(conns) => {
+                let (response, lease) = conns.send(target.index, &target.address, request).await?;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // The connection now belongs to the upgraded protocol.
+                    lease.discard();
+                    return Ok(response.map(PooledBody::unpooled));
+                }
+                Ok(response.map(|body| PooledBody::new(body, lease)))
+            }
+            None => {
+                *request.uri_mut() = Pool::upstream_uri(target, request.uri().path_and_query());
+                let response = self.client().request(request).await?;
+                Ok(response.map(PooledBody::unpooled))
+            }
+        }
     }
 
     /// Picks a target for an attempt, skipping unavailable ones and `avoid` (the target a

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apiguard_testkit::TestUpstream;
@@ -416,5 +418,59 @@ async fn metrics_count_requests_by_route_method_status_and_decision() {
     assert_eq!(
         get(&client, &gw.admin_url("/healthz")).await.status,
         StatusCode::OK
+    );
+}
+
+/// An upstream that answers one request per connection and then closes it without saying so
+/// (no `Connection: close`), as servers with short keep-alive timeouts do.
+async fn one_shot_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    let (upstream, accepted) = one_shot_upstream().await;
+    let gw = start(&simple_config(upstream, "")).await;
+    let client = h1_client();
+    for i in 0..5 {
+        let reply = get(&client, &gw.url("/anything")).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}");
+        assert_eq!(&reply.body[..], b"ok");
+        // Give the closed connection's FIN time to arrive for most requests, but not all.
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "one connection per request"
     );
 }
