@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::HashSet;
 
 use apiguard_model::{Finding, RequestView};
 
@@ -89,7 +88,7 @@ impl Engine {
         let mut sink = Sink {
             engine: self,
             findings: Vec::new(),
-            seen: HashSet::new(),
+            seen: Vec::new(),
         };
         let mut anomalies = collected.anomalies.clone();
         protocol::check(request, &collected, &mut anomalies);
@@ -137,6 +136,15 @@ impl Engine {
         {
             let text_decoded = normalize::decode(&text);
             self.run_groups(&ctx, &text, &text_decoded, true, sink, scratch);
+        }
+        // A value that carries its own query string (a URL in a Referer, a form field whose
+        // `=` was encoded once more, `a=1&b=2` in a JSON string) reaches an application that
+        // splits it again: inspect each embedded argument value on its own too.
+        if embedded_candidate(target.kind) {
+            for sub in embedded_values(&decoded) {
+                let sub_decoded = normalize::decode(sub);
+                self.run_groups(&ctx, sub, &sub_decoded, false, sink, scratch);
+            }
         }
     }
 
@@ -381,9 +389,9 @@ fn boundary_holds(
     let sql_letter = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80;
     match boundary {
         Boundary::None => true,
-        Boundary::Alphanumeric => {
+        Boundary::Command => {
             !before.is_some_and(|b| b.is_ascii_alphanumeric())
-                && !after.is_some_and(|b| b.is_ascii_alphanumeric())
+                && !after.is_some_and(|b| b.is_ascii_alphabetic())
         }
         Boundary::Sql | Boundary::SqlCall => {
             (boundary == Boundary::Sql || f.has(b'('))
@@ -391,6 +399,61 @@ fn boundary_holds(
                 && !after.is_some_and(|b| sql_letter(b) || b.is_ascii_digit())
         }
     }
+}
+
+/// Most embedded arguments inspected per value.
+const MAX_EMBEDDED: usize = 16;
+
+/// Kinds whose values may embed a query string.
+fn embedded_candidate(kind: TargetKind) -> bool {
+    !matches!(
+        kind,
+        TargetKind::Method
+            | TargetKind::XmlDeclaration
+            | TargetKind::GraphqlQuery
+            | TargetKind::PartHeader
+            | TargetKind::Body
+    )
+}
+
+/// The values of `name=value` pairs embedded in `text` (split on `&`, `?` and `#`; `&&` is an
+/// operator, not a separator), where the name is an identifier and the value is not the whole
+/// text. Empty for values without `=`.
+pub(crate) fn embedded_values(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut starts = Vec::new();
+    if bytes.contains(&b'=') {
+        starts.push(0);
+        for (i, &b) in bytes.iter().enumerate() {
+            let single_amp =
+                b == b'&' && bytes.get(i + 1) != Some(&b'&') && (i == 0 || bytes[i - 1] != b'&');
+            if (single_amp || b == b'?' || b == b'#') && starts.len() < 64 {
+                starts.push(i + 1);
+            }
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|s| s - 1)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .filter_map(move |(start, end)| {
+            let piece = &text[start..end];
+            let eq = piece.find('=')?;
+            let (name, value) = (&piece[..eq], &piece[eq + 1..]);
+            let ident = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'-' | b'.' | b'[' | b']' | b'$')
+                });
+            (ident && !value.trim_matches(['=', ' ']).is_empty()).then_some(value)
+        })
+        .take(MAX_EMBEDDED)
 }
 
 /// Kinds whose values may be base64 of a payload.
@@ -416,7 +479,7 @@ struct Sink<'e> {
     engine: &'e Engine,
     findings: Vec<Finding>,
     /// (rule index, target index) pairs already reported.
-    seen: HashSet<(usize, usize)>,
+    seen: Vec<(usize, usize)>,
 }
 
 impl Sink<'_> {
@@ -443,7 +506,7 @@ impl Sink<'_> {
     ) {
         let rule: &Rule = &self.engine.rules.rules[index];
         let display = ctx.display();
-        self.seen.insert((index, ctx.index));
+        self.seen.push((index, ctx.index));
         if self.excluded(&rule.id, &rule.class, display) {
             return;
         }
@@ -602,5 +665,110 @@ mod tests {
             let b = verdict(&full, &uri, &body, &header);
             assert_eq!(a, b, "prefilter changed the verdict for {payload:?}");
         }
+    }
+
+    #[test]
+    fn embedded_arguments_are_split_like_a_query_string() {
+        let subs: Vec<&str> =
+            embedded_values("https://x.example/?q=1' or '1'='1&b=2#f=&&(a=1)").collect();
+        assert_eq!(subs, vec!["1' or '1'='1", "2", "&&(a=1)"]);
+        let subs: Vec<&str> = embedded_values("pay=&&(l=!0)").collect();
+        assert_eq!(subs, vec!["&&(l=!0)"]);
+        assert_eq!(embedded_values("no pairs here").count(), 0);
+        // Base64 padding and prose with `=` are not pairs.
+        assert_eq!(embedded_values("YWJj==").count(), 0);
+        assert_eq!(embedded_values("a = b").count(), 0);
+    }
+
+    fn corpus_request(line: &serde_json::Value) -> Option<(Method, Uri, HeaderMap, Bytes)> {
+        let method = Method::from_bytes(line["method"].as_str()?.as_bytes()).ok()?;
+        let mut uri = String::new();
+        for b in line["uri"].as_str()?.bytes() {
+            if b >= 0x80 {
+                uri.push_str(&format!("%{b:02X}"));
+            } else {
+                uri.push(b as char);
+            }
+        }
+        let uri: Uri = uri.parse().ok()?;
+        let mut headers = HeaderMap::new();
+        for pair in line["headers"].as_array()? {
+            let name = HeaderName::from_bytes(pair[0].as_str()?.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(pair[1].as_str()?.as_bytes()).ok()?;
+            headers.append(name, value);
+        }
+        let body = match (line["body"].as_str(), line["body_b64"].as_str()) {
+            (_, Some(b64)) => {
+                let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+                for c in b64.bytes() {
+                    let v = match c {
+                        b'A'..=b'Z' => c - b'A',
+                        b'a'..=b'z' => c - b'a' + 26,
+                        b'0'..=b'9' => c - b'0' + 52,
+                        b'+' => 62,
+                        b'/' => 63,
+                        _ => continue,
+                    };
+                    acc = acc << 6 | u32::from(v);
+                    bits += 6;
+                    if bits >= 8 {
+                        bits -= 8;
+                        out.push((acc >> bits) as u8);
+                    }
+                }
+                Bytes::from(out)
+            }
+            (Some(text), None) => Bytes::from(text.to_string()),
+            (None, None) => Bytes::new(),
+        };
+        Some((method, uri, headers, body))
+    }
+
+    /// The prefilter only skips work on the whole labelled dev corpus too (set
+    /// `APIGUARD_CORPUS` to another directory; skipped when the corpus is absent).
+    #[test]
+    fn prefilter_never_changes_findings_on_the_corpus() {
+        let dir = std::env::var("APIGUARD_CORPUS")
+            .unwrap_or_else(|_| "/work/shared/corpus/dev".to_string());
+        let gated = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        let mut full = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        full.prefilter = false;
+        let client = ClientInfo {
+            peer: SocketAddr::from(([192, 0, 2, 1], 5555)),
+            tls: false,
+            client_cert_subject: None,
+            client_cert_sans: vec![],
+        };
+        let mut compared = 0;
+        for file in ["attacks.jsonl", "benign.jsonl"] {
+            let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else {
+                eprintln!("corpus {dir}/{file} not found; skipped");
+                return;
+            };
+            for raw in text.lines().filter(|l| !l.trim().is_empty()) {
+                let line: serde_json::Value = serde_json::from_str(raw).expect("JSON line");
+                let Some((method, uri, headers, body)) = corpus_request(&line) else {
+                    continue;
+                };
+                let view = RequestView {
+                    method: &method,
+                    uri: &uri,
+                    version: Version::HTTP_11,
+                    headers: &headers,
+                    client: &client,
+                    route: "test",
+                    request_id: "t",
+                    body: Some(&body),
+                };
+                assert_eq!(
+                    gated.inspect(&view),
+                    full.inspect(&view),
+                    "prefilter changed the verdict for {}",
+                    line["id"]
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 0);
     }
 }

@@ -233,8 +233,12 @@ impl Parser {
                 }
             }
             if attr.is_empty() {
-                // Garbage that is not an attribute: skip one byte so the loop always advances.
-                i += 1;
+                // Garbage that is not an attribute: skip one character so the loop always
+                // advances (a whole character: the next slice must start on a boundary).
+                i += s
+                    .get(i..)
+                    .and_then(|r| r.chars().next())
+                    .map_or(1, char::len_utf8);
                 continue;
             }
             attributes.push((attr, value));
@@ -302,6 +306,15 @@ fn declaration_end(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn garbage_before_multi_byte_characters_in_a_tag_does_not_panic() {
+        // Found by the `parsers` fuzz target: skipping one byte of garbage in a tag landed
+        // inside a character.
+        let text = String::from_utf8_lossy(b"\n<<ee\x95</=\t\"\"\xff!&");
+        let _ = parse_xml(&text, 10, 100);
+        let _ = parse_xml("<a =\u{e9}\u{e9} b=\"1\">", 10, 100);
+    }
 
     #[test]
     fn extracts_text_attributes_and_declarations() {

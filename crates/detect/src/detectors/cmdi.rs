@@ -71,7 +71,6 @@ const STRONG: &[&str] = &[
     "mkfifo",
     "mknod",
     "dig",
-    "ping",
     "sudo",
     "arp",
     "traceroute",
@@ -103,6 +102,64 @@ const STRONG: &[&str] = &[
     "modprobe",
     "insmod",
     "net",
+    "iwr",
+    "iwmi",
+    "irm",
+    "iex",
+    "aptitude",
+    "lastlog",
+    "htop",
+    "regedit",
+    "bcdedit",
+    "bcdboot",
+    "vssadmin",
+    "wevtutil",
+    "netsh",
+    "diskpart",
+    "msiexec",
+    "irb",
+    "gdb",
+    "c89",
+    "c99",
+    "rmt",
+    "flock",
+    "cpulimit",
+    "visudo",
+    "pkexec",
+    "setsid",
+    "bsdtar",
+];
+
+/// Administration and build tools whose names are not words: at the start of a value they are a
+/// command line even without shell-looking arguments (`ansible all -m ping`, `chef-client`).
+const TOOLS: &[&str] = &[
+    "ansible",
+    "ansible-config",
+    "ansible-galaxy",
+    "ansible-console",
+    "ansible-doc",
+    "ansible-inventory",
+    "ansible-pull",
+    "ansible-vault",
+    "ansible-playbook",
+    "chef-vault",
+    "chef-shell",
+    "chef-run",
+    "chef-client",
+    "chef-solo",
+    "visudo",
+    "cscli",
+    "ssh-copy-id",
+    "ssh-keygen",
+    "cpulimit",
+    "pip3",
+    "pipx",
+    "rmt-tar",
+    "rmt-dump",
+    "aa-disable",
+    "aa-complain",
+    "aa-teardown",
+    "bsdtar",
 ];
 
 /// Ordinary words that are also commands; they count only with shell-looking arguments.
@@ -230,6 +287,11 @@ const WEAK: &[&str] = &[
     "mount",
     "umount",
     "passwd",
+    "perf",
+    "ll",
+    "ip",
+    "trap",
+    "pip",
 ];
 
 /// Wrappers that run the command given as their argument.
@@ -286,6 +348,51 @@ pub fn is_command_injection(input: &str) -> Option<Match> {
     if let Some(pos) = glob_path(bytes) {
         return evidence(pos, "glob-obfuscated binary path");
     }
+    if let Some(pos) = recursive_shell_function(&shell) {
+        return evidence(pos, "shell function calling itself in a pipe (fork bomb)");
+    }
+    None
+}
+
+/// `:(){ :|:& };:`, `f(){ f|f& };f`: a shell function definition (`name() { ... }`, without
+/// the `function` keyword of JavaScript) whose body pipes or backgrounds a call of itself.
+fn recursive_shell_function(shell: &str) -> Option<usize> {
+    let bytes = shell.as_bytes();
+    let mut from = 0;
+    while let Some(p) = shell[from..].find('(').map(|p| p + from) {
+        from = p + 1;
+        let mut j = p + 1;
+        while bytes.get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if bytes.get(j) != Some(&b')') {
+            continue;
+        }
+        j += 1;
+        while bytes.get(j) == Some(&b' ') {
+            j += 1;
+        }
+        if bytes.get(j) != Some(&b'{') {
+            continue;
+        }
+        let name_end = shell[..p].trim_end().len();
+        let name_start = shell[..name_end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+            .map_or(0, |i| i + 1);
+        let name = &shell[name_start..name_end];
+        if name.is_empty() || shell[..name_start].trim_end().ends_with("function") {
+            continue;
+        }
+        let body_end = shell[j..].find('}').map_or(shell.len(), |e| j + e);
+        let body = &shell[j + 1..body_end];
+        let recursive = body.match_indices(name).any(|(k, _)| {
+            let after = body[k + name.len()..].trim_start_matches("()").trim_start();
+            after.starts_with(['|', '&'])
+        });
+        if recursive {
+            return Some(name_start);
+        }
+    }
     None
 }
 
@@ -293,14 +400,24 @@ pub fn is_command_injection(input: &str) -> Option<Match> {
 /// side). Without quotes, escapes or expansions the normalised text is the input lowercased, and
 /// no command position can hold a command unless one of these words occurs.
 pub(crate) fn gate_words() -> impl Iterator<Item = &'static str> {
-    STRONG.iter().chain(WEAK).chain(PREFIXES).copied()
+    STRONG
+        .iter()
+        .chain(WEAK)
+        .chain(PREFIXES)
+        .chain(TOOLS)
+        .copied()
+        .chain(["alias", "shell", "system", "databases", "load"])
 }
 
 /// Finds a known command word in the normalised text that does not appear literally in the
 /// input (its letters were split by quotes, escapes, carets or empty expansions).
 fn obfuscated_command(input: &str, shell: &str) -> Option<usize> {
     let brace_expansion = input.contains('{') && input.contains(',') && input.contains('}');
-    if !brace_expansion && !input.contains(['\'', '"', '\\', '^', '$']) {
+    // An empty substitution (`ping`` 1.2.3.4`, `pi$()ng`) has no purpose but to split or mark
+    // a command word.
+    let empty_substitution = ["``", "$()", "${}"].iter().any(|e| input.contains(e));
+    if !brace_expansion && !empty_substitution && !input.contains(['\'', '"', '\\', '^', '$', '`'])
+    {
         return None;
     }
     let lower = input.to_lowercase();
@@ -309,7 +426,7 @@ fn obfuscated_command(input: &str, shell: &str) -> Option<usize> {
         .filter(|w| w.len() >= 2)
         .find(|w| {
             (STRONG.contains(&command_name(w)) || WEAK.contains(&command_name(w)))
-                && (brace_expansion || !contains_word(&lower, w))
+                && (brace_expansion || empty_substitution || !contains_word(&lower, w))
         })
         .map(|_| 0)
 }
@@ -376,7 +493,46 @@ fn command_at(
         })
         .take(5)
         .collect();
+    // `$SHELL -c "..."`, `$a -nlvp 555`, `$c $a$b`: the command word comes from a variable.
+    let raw: Vec<&str> = shell[at..]
+        .split(['\n', ';', '|', '&', '`', ')', '}'])
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .take(2)
+        .collect();
+    if let [var, arg] = raw[..]
+        && var.starts_with('$')
+        && var.len() > 1
+        && var[1..]
+            .trim_matches(['{', '}'])
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && ((arg.starts_with('-') && arg.len() > 1) || arg.matches('$').count() >= 2)
+    {
+        return Some("command taken from a variable");
+    }
     let first = *words.first()?;
+    // `alias ls-al='ls -al'`, `alias +m a=b`: a shell alias definition.
+    if first == "alias"
+        && words[1..]
+            .iter()
+            .find(|w| !w.starts_with(['+', '-']))
+            .is_some_and(|w| w.contains('=') && !w.starts_with('='))
+    {
+        return Some("alias definition");
+    }
+    // `.shell`, `.system`: sqlite3 shell dot-commands after a statement.
+    if after_separator && matches!(first, ".shell" | ".system" | ".sh" | ".databases" | ".load") {
+        return Some("sqlite shell command");
+    }
+    if TOOLS.contains(&command_name(first)) {
+        return Some(if after_separator {
+            "command after a shell separator"
+        } else {
+            "command line"
+        });
+    }
     let known = |w: &str| STRONG.contains(&command_name(w)) || WEAK.contains(&command_name(w));
     // A wrapper (`nohup`, `time`, `sudo`, ...) followed by a command runs that command.
     let (word, args, wrapped) = match words.get(1) {
@@ -423,10 +579,21 @@ fn command_at(
 /// `/usr/bin/wget` → `wget`, `c:\windows\system32\cmd.exe` → `cmd`.
 fn command_name(word: &str) -> &str {
     let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
-    base.strip_suffix(".exe")
+    let base = base
+        .strip_suffix(".exe")
         .or_else(|| base.strip_suffix(".com"))
         .or_else(|| base.strip_suffix(".bat"))
-        .unwrap_or(base)
+        .unwrap_or(base);
+    // `python3.10`, `gcc10.1`: a versioned binary is the binary.
+    let unversioned = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if unversioned.len() >= 3
+        && unversioned.len() < base.len()
+        && base[unversioned.len()..].contains(|c: char| c.is_ascii_digit())
+        && (STRONG.contains(&unversioned) || WEAK.contains(&unversioned))
+    {
+        return unversioned;
+    }
+    base
 }
 
 /// An argument only a shell user writes: a flag, an absolute or relative path, a variable, a
@@ -544,6 +711,55 @@ mod tests {
             "The quick brown fox jumped over the lazy dog",
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36",
             "name=test&email=test@example.com",
+        ] {
+            assert!(
+                is_command_injection(benign).is_none(),
+                "false positive: {benign}: {:?}",
+                is_command_injection(benign)
+            );
+        }
+    }
+
+    #[test]
+    fn detects_tools_aliases_variables_and_fork_bombs() {
+        for attack in [
+            "ansible all -m ping",
+            "chef-client -t 1.1.1.1",
+            "time; visudo",
+            "alias ls-al='ls -al'",
+            "alias +m a=b",
+            ":(){ :|:& };:",
+            "f(){ f|f& };f",
+            "myfunc(){ myfunc|myfunc& };myfunc",
+            "$SHELL -c \"echo hi\"",
+            "a=nc&&$a -nlvp 555",
+            "a=/etc&&b=/passwd&&c=cat&&$c $a$b",
+            "uname$u -a",
+            "www.google.com;c$!at /et$!c/pas$!swd",
+            ";gcc10.1 -o /tmp/x x.c",
+            "echo | gcc7.4",
+            "ping`` 127.0.0.1",
+            "pi$()ng 127.0.0.1",
+            ";iwr http://example.com/path/file.ps1",
+            "perf --version",
+            "1;.sh whoami",
+        ] {
+            assert!(is_command_injection(attack).is_some(), "missed: {attack}");
+        }
+    }
+
+    #[test]
+    fn tool_and_function_shapes_leave_prose_and_code_alone() {
+        for benign in [
+            "ping 127.0.0.1 is the loopback",
+            "ping pong tables",
+            "a flock of birds",
+            "lastlog",
+            "Chef report",
+            "function f() { return f() & 1 }",
+            "alias: John",
+            "$a $b $c",
+            "price is $5 -10%",
         ] {
             assert!(
                 is_command_injection(benign).is_none(),

@@ -26,13 +26,14 @@ pub struct Match {
 pub(crate) enum Boundary {
     /// Anywhere.
     None,
-    /// No ASCII letter or digit on either side.
-    Alphanumeric,
     /// A SQL word: no letter, `_`, `$` or non-ASCII byte on either side, nor a digit after
     /// (a digit before may end a number token).
     Sql,
     /// A SQL word (as [`Boundary::Sql`]) in a value that contains `(` (function names).
     SqlCall,
+    /// A command name: no ASCII letter or digit before, no letter after (a version may
+    /// follow: `gcc10.1`, `python3.10`).
+    Command,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,7 +68,7 @@ impl Detector {
                 .map(|w| (*w, Boundary::None))
                 .collect(),
             Detector::Cmdi => cmdi::gate_words()
-                .map(|w| (w, Boundary::Alphanumeric))
+                .map(|w| (w, Boundary::Command))
                 .chain([("/dev/", Boundary::None)])
                 .collect(),
             Detector::Sqli => sqli::gate_words().collect(),
@@ -81,12 +82,17 @@ impl Detector {
         let folds = || f.non_ascii && text.contains(['\u{212a}', '\u{17f}']);
         match self {
             Detector::Sqli => {
-                f.any(b"'\"`@")
+                f.any(b"'\"`@=<>!")
                     || (f.has(b'&') && text.contains("&&"))
                     || (f.has(b'|') && text.contains("||"))
+                    || (f.has(b':') && text.contains("::"))
+                    || (f.has(b')') && text.trim_start().starts_with(')'))
                     || folds()
+                    || (f.non_ascii && text.contains(sqli::TYPOGRAPHIC_QUOTES))
             }
-            Detector::Xss => f.any(b"<:=[`") || folds(),
+            Detector::Xss => {
+                f.any(b"<:=[`") || folds() || (f.non_ascii && text.contains(xss::SEVEN_BIT_MARKERS))
+            }
             Detector::Cmdi => f.non_ascii || f.any(b"'\"\\^$`{") || (f.has(b'/') && f.any(b"?*[")),
             Detector::Ssrf => {
                 f.has(b':') || f.non_ascii || (f.any(b"./?#") && ssrf::bare_host_shape(text))

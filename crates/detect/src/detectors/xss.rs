@@ -87,6 +87,89 @@ pub(crate) const GATE_WORDS: &[&str] = &[
 
 /// Classifies `input` (already decoded); `None` when it does not read as XSS.
 pub fn is_xss(input: &str) -> Option<Match> {
+    if let Some(found) = is_xss_text(input) {
+        return Some(found);
+    }
+    // Variants a filter or an old browser produces from the value:
+    // `autof<x>ocus o<x>nfocus=alert<x>(1)` after a sanitizer strips the unknown short tags,
+    // and `¼script¾` read in a 7-bit charset (US-ASCII drops the high bit: `¼` is `<`).
+    let whole = |m: Match| Match {
+        reason: m.reason,
+        start: 0,
+        end: input.len().min(48),
+    };
+    if input.contains('<')
+        && let Some(stripped) = strip_short_tags(input)
+        && let Some(found) = is_xss_text(&stripped)
+    {
+        return Some(whole(found));
+    }
+    if !input.is_ascii()
+        && input.contains(SEVEN_BIT_MARKERS)
+        && let Some(found) = is_xss_text(&seven_bit(input))
+    {
+        return Some(whole(found));
+    }
+    None
+}
+
+/// Characters that are `<`, `>` and `"` once their high bit is dropped.
+pub(crate) const SEVEN_BIT_MARKERS: [char; 3] = ['\u{bc}', '\u{be}', '\u{a2}'];
+
+/// `input` with Latin-1 characters read as 7-bit ASCII (high bit dropped), UTF-8 lead bytes
+/// decoded as Latin-1 (`Â¼`) removed.
+fn seven_bit(input: &str) -> String {
+    let chars: Vec<char> = input.chars().collect();
+    let mut out = String::with_capacity(input.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let code = c as u32;
+        if (0xc2..=0xdf).contains(&code)
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| (0x80..=0xbf).contains(&(*n as u32)))
+        {
+            continue;
+        }
+        match char::from_u32(code.wrapping_sub(0x80)) {
+            Some(low) if (0xa0..=0xff).contains(&code) => out.push(low),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `input` without short empty tags glued inside words (`o<x>nfocus`), or `None` when it has
+/// none.
+fn strip_short_tags(input: &str) -> Option<String> {
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'<' {
+            let name = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphabetic())
+                .count();
+            let close = i + 1 + name;
+            let glued = i > 0 && bytes[i - 1].is_ascii_alphanumeric();
+            if (1..=3).contains(&name) && bytes.get(close) == Some(&b'>') && glued {
+                out.push_str(&input[last..i]);
+                last = close + 1;
+                i = close + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(&input[last..]);
+    Some(out)
+}
+
+fn is_xss_text(input: &str) -> Option<Match> {
     if input.contains('<')
         && let Some(found) = scan_tags(input)
     {
@@ -356,6 +439,24 @@ mod tests {
                 "false positive: {benign}: {:?}",
                 is_xss(benign)
             );
+        }
+    }
+
+    #[test]
+    fn sees_through_stripped_tags_and_seven_bit_charsets() {
+        for attack in [
+            "\\\"autof<x>ocus o<x>nfocus=alert<x>(1)//",
+            "\u{bc}script\u{be}alert(\u{a2}XSS\u{a2})\u{bc}/script\u{be}",
+            "\u{c2}\u{bc}script\u{c2}\u{be}alert(1)\u{c2}\u{bc}/script\u{c2}\u{be}",
+        ] {
+            assert!(is_xss(attack).is_some(), "missed: {attack}");
+        }
+        for benign in [
+            "x<br>y and a<b>c",
+            "\u{bc} cup of sugar, \u{be} cup of milk",
+            "Price: 5\u{a2}",
+        ] {
+            assert!(is_xss(benign).is_none(), "false positive: {benign}");
         }
     }
 }

@@ -16,7 +16,9 @@ pub fn decode_base64_text(candidate: &str) -> Option<String> {
     }
     // A run of digits, or of one letter case only, is an id or a word, not base64.
     let bytes = trimmed.as_bytes();
-    if bytes.iter().all(u8::is_ascii_digit) || bytes.iter().all(u8::is_ascii_lowercase) {
+    // Base64 mixes both letter cases (a run of 8 characters without either case is rare: about
+    // 1.5% each); identifiers, hex ids and words do not.
+    if !bytes.iter().any(u8::is_ascii_uppercase) || !bytes.iter().any(u8::is_ascii_lowercase) {
         return None;
     }
     let mut buf = Vec::with_capacity(bytes.len() * 3 / 4 + 1);
@@ -120,7 +122,16 @@ fn looks_like_text(text: &str) -> bool {
             }
         }
     }
-    letters > 0 && printable * 100 >= total * 95
+    if letters == 0 {
+        // A template or expression payload may have no letter (`{{1337*1338}}`): all printable,
+        // with code punctuation.
+        let code = text
+            .bytes()
+            .filter(|b| b"{}()<>*;'\"$[]=%#".contains(b))
+            .count();
+        return total >= 6 && printable == total && code >= 3;
+    }
+    printable * 100 >= total * 95
 }
 
 #[cfg(test)]
@@ -167,5 +178,16 @@ mod tests {
             decode_runs("/KHNlbGVjdCgwKQ", true).as_deref(),
             Some("(select(0)")
         );
+    }
+
+    #[test]
+    fn decodes_letterless_expressions_but_not_ids() {
+        assert_eq!(
+            decode_base64_text("e3sxMzM3KjEzMzh9fQ").as_deref(),
+            Some("{{1337*1338}}")
+        );
+        // Hex ids and identifiers have one letter case only.
+        assert_eq!(decode_base64_text("4f9a8b7c6d5e4f3a2b1c"), None);
+        assert_eq!(decode_base64_text("price_asc_desc"), None);
     }
 }

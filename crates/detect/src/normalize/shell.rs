@@ -23,7 +23,23 @@ pub fn normalize_shell(input: &str) -> String {
                     i += 1;
                 }
             }
-            b'$' if matches!(bytes.get(i + 1), Some(b'@' | b'*' | b'$' | b'0'..=b'9')) => i += 1,
+            // Special parameters that expand to nothing useful inside a word (`c$@at`,
+            // `c$!at`, `c$?at`, `c$_at`, `c$-at`).
+            b'$' if matches!(
+                bytes.get(i + 1),
+                Some(b'@' | b'*' | b'$' | b'0'..=b'9' | b'!' | b'?' | b'-' | b'_' | b'#')
+            ) && (bytes.get(i + 1) != Some(&b'_')
+                || out.ends_with(|c: char| c.is_alphanumeric())) =>
+            {
+                i += 1
+            }
+            // An unset one- or two-letter variable glued to a word (`uname$u -a`).
+            b'$' if out.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && !out.rsplit(' ').next().unwrap_or("").contains('$')
+                && short_var_len(&bytes[i + 1..]).is_some() =>
+            {
+                i += short_var_len(&bytes[i + 1..]).unwrap_or(0);
+            }
             b'$' if rest.starts_with("$()") || rest.starts_with("${}") => i += 2,
             b'`' if bytes.get(i + 1) == Some(&b'`') => i += 1,
             b'{' => {
@@ -57,6 +73,17 @@ pub fn normalize_shell(input: &str) -> String {
     out
 }
 
+/// Length of a one- or two-letter lowercase variable name at the start of `b` that ends the
+/// word (followed by a non-alphanumeric byte or the end).
+fn short_var_len(b: &[u8]) -> Option<usize> {
+    let n = b
+        .iter()
+        .take(3)
+        .take_while(|c| c.is_ascii_lowercase())
+        .count();
+    ((1..=2).contains(&n) && b.get(n).is_none_or(|c| !c.is_ascii_alphanumeric())).then_some(n)
+}
+
 /// Length of an `$IFS` spelling at the start of `s` (`$IFS`, `${IFS}`, `$IFS$9`, `${IFS%??}`).
 fn ifs_len(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -88,7 +115,7 @@ fn ifs_len(s: &str) -> Option<usize> {
 /// The index of the `}` closing a brace expansion that starts at `s[0] == '{'`: a comma inside,
 /// no whitespace, and short.
 fn brace_expansion_end(s: &str) -> Option<usize> {
-    let end = s[..s.len().min(256)].find('}')?;
+    let end = s[..crate::evidence::floor_char_boundary(s, 256)].find('}')?;
     let inner = &s[1..end];
     (inner.contains(',') && !inner.contains(char::is_whitespace) && !inner.contains('{'))
         .then_some(end)
@@ -116,5 +143,16 @@ mod tests {
         for input in ["a$iք", "$ք", "${iք}", "$\u{10348}xx"] {
             let _ = normalize_shell(input);
         }
+    }
+
+    #[test]
+    fn long_brace_candidates_with_multi_byte_characters_do_not_panic() {
+        // Found by the `decoders` fuzz target: the 256-byte window cut a character.
+        let mut bytes = b"{{{".to_vec();
+        bytes.extend([0xba; 34]);
+        bytes.extend([0; 4]);
+        bytes.extend([0xba; 60]);
+        let _ = normalize_shell(&String::from_utf8_lossy(&bytes));
+        let _ = normalize_shell(&format!("{{x{}", "\u{fffd}".repeat(100)));
     }
 }

@@ -1,6 +1,9 @@
 //! A SQL tokenizer tolerant of fragments: a request value is usually the middle of a statement,
 //! so unterminated strings and comments are normal input, not errors.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 /// Token kinds, coarse enough that dialect differences do not matter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -34,10 +37,10 @@ pub(crate) enum Kind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Token {
+pub(crate) struct Token<'a> {
     pub kind: Kind,
     /// Lowercased text for words, keywords and functions; the operator for operators.
-    pub text: String,
+    pub text: &'a str,
     /// Byte range in the input.
     pub start: usize,
     pub end: usize,
@@ -123,6 +126,15 @@ const KEYWORDS: &[&str] = &[
     "analyse",
     "any",
     "some",
+    "except",
+    "intersect",
+    "immediate",
+    "analyse",
+    "analyze",
+    "returns",
+    "function",
+    "character",
+    "array",
 ];
 
 /// SQL functions: a call of one of these is SQL, not prose.
@@ -232,17 +244,180 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "unicode",
     "soundex",
     "exists",
+    // Generic builtins shared by the major dialects (MySQL, PostgreSQL, MSSQL, Oracle, SQLite).
+    "abs",
+    "ceil",
+    "ceiling",
+    "round",
+    "pow",
+    "power",
+    "sqrt",
+    "sin",
+    "cos",
+    "tan",
+    "atan",
+    "log",
+    "ln",
+    "log10",
+    "pi",
+    "random",
+    "sign",
+    "greatest",
+    "least",
+    "max",
+    "min",
+    "sum",
+    "avg",
+    "date",
+    "day",
+    "month",
+    "year",
+    "hour",
+    "minute",
+    "second",
+    "quarter",
+    "time",
+    "timestamp",
+    "curdate",
+    "curtime",
+    "date_add",
+    "date_sub",
+    "datediff",
+    "format",
+    "len",
+    "ucase",
+    "lcase",
+    "ltrim",
+    "rtrim",
+    "repeat",
+    "space",
+    "field",
+    "find_in_set",
+    "export_set",
+    "position",
+    "strcmp",
+    "compress",
+    "uncompress",
+    "encode",
+    "decode",
+    "aes_encrypt",
+    "aes_decrypt",
+    "des_encrypt",
+    "sha2",
+    "password",
+    "old_password",
+    "crc32",
+    "uuid",
+    "last_insert_id",
+    "row_count",
+    "found_rows",
+    "connection_id",
+    "values",
+    "default",
+    "insert",
+    "local",
+    "nvl",
+    "overlay",
+    "unistr",
+    "starts_with",
+    "lo_get",
+    "lo_export",
+    "pg_read_binary_file",
+    "pg_stat_file",
+    "json_search",
+    "json_array",
+    "json_object",
+    "json_build_object",
+    "jsonb_pretty",
+    "json_valid",
+    "json_type",
+    "json",
+    "printf",
+    "zeroblob",
+    "load_extension",
+    "current_setting",
+    "inet_server_addr",
+    "version_number",
+    "dbms_pipe",
+    "utl_http",
+    "sys_context",
+    "schema_name",
+    "table_name",
+    "column_name",
+    "object_name",
+    "suser_name",
+    "user_name",
+    "host_name",
+    "is_member",
+    "fn_varbintohexstr",
+    "analyse",
+    "div",
 ];
 
+/// Type names a PostgreSQL `::type` cast or a `CAST(... AS type)` names.
+pub(crate) const SQL_TYPES: &[&str] = &[
+    "int",
+    "int2",
+    "int4",
+    "int8",
+    "integer",
+    "bigint",
+    "smallint",
+    "tinyint",
+    "numeric",
+    "decimal",
+    "real",
+    "float",
+    "float4",
+    "float8",
+    "double",
+    "money",
+    "text",
+    "varchar",
+    "char",
+    "nchar",
+    "nvarchar",
+    "bpchar",
+    "bool",
+    "boolean",
+    "json",
+    "jsonb",
+    "xml",
+    "bytea",
+    "date",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "regclass",
+    "regproc",
+    "oid",
+    "uuid",
+    "inet",
+    "cidr",
+    "signed",
+    "unsigned",
+    "binary",
+    "tsvector",
+    "tsquery",
+];
+
+static FUNCTION_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| FUNCTIONS.iter().copied().collect());
+static KEYWORD_SET: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| KEYWORDS.iter().copied().collect());
+
 pub(crate) fn is_function(word: &str) -> bool {
-    FUNCTIONS.contains(&word)
+    FUNCTION_SET.contains(word)
 }
 
 /// Most tokens produced (bounds the work on long values).
 const MAX_TOKENS: usize = 512;
 
 /// Tokenizes `input`.
-pub(crate) fn tokenize(input: &str) -> Vec<Token> {
+/// Tokenizes `input`; `lower` is `input` ASCII-lowercased (the tokens' text points into it).
+pub(crate) fn tokenize<'a>(input: &str, lower: &'a str) -> Vec<Token<'a>> {
+    debug_assert_eq!(input.len(), lower.len());
     let bytes = input.as_bytes();
     let mut tokens: Vec<Token> = Vec::new();
     let mut i = 0;
@@ -271,6 +446,14 @@ pub(crate) fn tokenize(input: &str) -> Vec<Token> {
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
                 i = line_end(bytes, i);
                 kind = Kind::Comment;
+            }
+            b'#' if bytes.get(i + 1) == Some(&b'>') => {
+                // PostgreSQL `#>` / `#>>` JSON path extraction.
+                i += 2;
+                if bytes.get(i) == Some(&b'>') {
+                    i += 1;
+                }
+                kind = Kind::Op;
             }
             b'#' => {
                 i = line_end(bytes, i);
@@ -302,6 +485,16 @@ pub(crate) fn tokenize(input: &str) -> Vec<Token> {
                 i = number_end(bytes, i + 1);
                 kind = Kind::Num;
             }
+            b'@' if matches!(bytes.get(i + 1), Some(b'>' | b'?'))
+                || (bytes.get(i + 1) == Some(&b'@')
+                    && !bytes
+                        .get(i + 2)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')) =>
+            {
+                // PostgreSQL containment / JSON path / text search operators.
+                i += 2;
+                kind = Kind::Cmp;
+            }
             b'@' => {
                 i += 1;
                 if bytes.get(i) == Some(&b'@') {
@@ -322,17 +515,17 @@ pub(crate) fn tokenize(input: &str) -> Vec<Token> {
                 {
                     i += 1;
                 }
-                let word = input[start..i].to_ascii_lowercase();
+                let word = &lower[start..i];
                 let next = next_significant(bytes, i);
-                let kind = if next == Some(b'(') && is_function(&word) {
+                let kind = if next == Some(b'(') && is_function(word) {
                     Kind::Func
                 } else {
-                    match word.as_str() {
+                    match word {
                         "and" | "or" | "xor" => Kind::Logic,
                         "like" | "rlike" | "ilike" | "regexp" | "is" | "notnull" | "isnull"
                         | "glob" => Kind::Cmp,
                         "div" | "mod" => Kind::Op,
-                        w if KEYWORDS.contains(&w) => Kind::Keyword,
+                        w if KEYWORD_SET.contains(w) => Kind::Keyword,
                         _ => Kind::Word,
                     }
                 };
@@ -372,6 +565,37 @@ pub(crate) fn tokenize(input: &str) -> Vec<Token> {
                 i += 2;
                 kind = Kind::Logic;
             }
+            b'<' if bytes.get(i + 1) == Some(&b'@') => {
+                i += 2;
+                kind = Kind::Cmp;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'>') => {
+                // `->` / `->>` JSON extraction.
+                i += 2;
+                if bytes.get(i) == Some(&b'>') {
+                    i += 1;
+                }
+                kind = Kind::Op;
+            }
+            b'?' if {
+                // `?`, `?|`, `?&` JSON key tests, when an operand follows.
+                let mut j = i + 1;
+                if matches!(bytes.get(j), Some(b'|' | b'&')) {
+                    j += 1;
+                }
+                matches!(next_significant(bytes, j), Some(b'\'' | b'"'))
+                    || bytes[j..]
+                        .trim_ascii_start()
+                        .get(..5)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(b"array"))
+            } =>
+            {
+                i += 1;
+                if matches!(bytes.get(i), Some(b'|' | b'&')) {
+                    i += 1;
+                }
+                kind = Kind::Cmp;
+            }
             b'=' | b'<' | b'>' | b'!' => {
                 i += 1;
                 while i < bytes.len() && matches!(bytes[i], b'=' | b'<' | b'>') && i - start < 3 {
@@ -402,7 +626,7 @@ pub(crate) fn tokenize(input: &str) -> Vec<Token> {
         }
         tokens.push(Token {
             kind,
-            text: input[start..i].to_ascii_lowercase(),
+            text: &lower[start..i],
             start,
             end: i,
         });
@@ -491,7 +715,10 @@ mod tests {
     use super::*;
 
     fn kinds(s: &str) -> Vec<Kind> {
-        tokenize(s).into_iter().map(|t| t.kind).collect()
+        tokenize(s, &s.to_ascii_lowercase())
+            .into_iter()
+            .map(|t| t.kind)
+            .collect()
     }
 
     #[test]
