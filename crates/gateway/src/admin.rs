@@ -1,7 +1,12 @@
-//! The admin endpoint: metrics, liveness, readiness, configuration versions and reload.
+//! The admin endpoint: metrics, liveness, readiness, configuration versions and reload, and
+//! the block rules of the enforcement state.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
+
+use apiguard_model::event::now_ms;
+use http_body_util::{BodyExt, Limited};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -10,6 +15,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::body::ResponseBody;
+use crate::config::DurationSpec;
+use crate::enforcement::{BlockRule, BlockTarget};
 use crate::runtime::Gateway;
 
 /// Serves until the process exits: during a drain, /readyz answers 503 so load balancers
@@ -79,15 +86,120 @@ async fn answer(
                 }),
             ),
         },
+        (&Method::GET, "/enforcement/blocks") => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "rules": gateway
+                    .enforcement()
+                    .rules()
+                    .iter()
+                    .map(|r| r.as_ref().clone())
+                    .collect::<Vec<BlockRule>>(),
+            }),
+        ),
+        (&Method::POST, "/enforcement/blocks") => add_block(&gateway, request).await,
+        (&Method::DELETE, "/enforcement/blocks") => remove_block(&gateway, &request),
         _ => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({
                 "error": "unknown admin path",
-                "paths": ["GET /metrics", "GET /healthz", "GET /readyz", "GET /config/versions", "POST /config/reload"],
+                "paths": [
+                    "GET /metrics", "GET /healthz", "GET /readyz", "GET /config/versions",
+                    "POST /config/reload", "GET /enforcement/blocks",
+                    "POST /enforcement/blocks", "DELETE /enforcement/blocks?target=...",
+                ],
             }),
         ),
     };
     Ok(response)
+}
+
+fn bad_request(message: impl Into<String>) -> Response<ResponseBody> {
+    json(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({"error": message.into()}),
+    )
+}
+
+/// The body of `POST /enforcement/blocks`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBlock {
+    /// An address or a prefix.
+    target: String,
+    /// How long, such as `10m`.
+    ttl: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The longest block an operator can set in one call.
+const MAX_BLOCK_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+async fn add_block(gateway: &Gateway, request: Request<Incoming>) -> Response<ResponseBody> {
+    let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return bad_request("the body could not be read or is over 64 KiB"),
+    };
+    let new: NewBlock = match serde_json::from_slice(&body) {
+        Ok(new) => new,
+        Err(e) => {
+            return bad_request(format!(
+                "expected {{\"target\": \"203.0.113.7 or 10.0.0.0/8\", \"ttl\": \"10m\", \"reason\": \"...\"}}: {e}"
+            ));
+        }
+    };
+    let target: BlockTarget = match new.target.parse() {
+        Ok(target) => target,
+        Err(e) => return bad_request(e),
+    };
+    let ttl = match DurationSpec::parse(&new.ttl) {
+        Ok(ttl) if !ttl.0.is_zero() && ttl.0 <= MAX_BLOCK_TTL => ttl.0,
+        Ok(_) => return bad_request("ttl must be longer than 0 and at most 30 days"),
+        Err(e) => return bad_request(e),
+    };
+    let now = now_ms();
+    let rule = gateway.enforcement().insert(BlockRule {
+        target,
+        until_ms: now.saturating_add(ttl.as_millis() as u64),
+        source: "admin".into(),
+        reason: new
+            .reason
+            .unwrap_or_else(|| "blocked by an operator".into()),
+        indicator: None,
+        created_ms: now,
+    });
+    tracing::info!(target: "apiguard::security", rule = %rule.target, until_ms = rule.until_ms, "block rule added by an operator");
+    json(StatusCode::CREATED, serde_json::json!({"rule": *rule}))
+}
+
+fn remove_block(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let target = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("target="))
+        .map(|t| {
+            t.replace("%2F", "/")
+                .replace("%2f", "/")
+                .replace("%3A", ":")
+                .replace("%3a", ":")
+        });
+    let Some(target) = target else {
+        return bad_request("name the rule: DELETE /enforcement/blocks?target=10.0.0.0/8");
+    };
+    match target.parse::<BlockTarget>() {
+        Ok(parsed) if gateway.enforcement().remove(&parsed) => {
+            tracing::info!(target: "apiguard::security", rule = %parsed, "block rule removed by an operator");
+            json(StatusCode::OK, serde_json::json!({"removed": parsed}))
+        }
+        Ok(parsed) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no block rule on {parsed}")}),
+        ),
+        Err(e) => bad_request(e),
+    }
 }
 
 /// Ready while serving and not draining; the body lists pools with no available target.

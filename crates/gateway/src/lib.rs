@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod connpool;
 pub mod detection;
+pub mod enforcement;
 pub mod headers;
 pub mod identity;
 pub mod listener;

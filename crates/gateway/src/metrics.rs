@@ -23,6 +23,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub findings: IntCounterVec,
     pub request_score: HistogramVec,
+    pub block_rules: IntGauge,
 }
 
 /// Scores by severity are 2 to 5 per finding; the default threshold is 5.
@@ -120,6 +121,11 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
+        let block_rules = IntGauge::new(
+            "block_rules",
+            "Block rules in effect (admin, hub indicators, self-healing)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -132,6 +138,7 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(findings.clone()),
             Box::new(request_score.clone()),
+            Box::new(block_rules.clone()),
         ] {
             registry
                 .register(collector)
@@ -150,6 +157,7 @@ impl Metrics {
             config_reloads,
             findings,
             request_score,
+            block_rules,
         }
     }
 

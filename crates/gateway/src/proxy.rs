@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::body::{BodyTooLarge, BytesSent, RequestBody, ResponseBody};
 use crate::config::UpstreamProtocol;
+use crate::enforcement::Enforcement;
 use crate::headers::{self, TRACEPARENT, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::metrics::RouteMetrics;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<SecurityEvent>>,
     /// Requests no route matched, counted under the route label `-`.
     pub unrouted: RouteMetrics,
+    /// Block rules; they outlive configuration reloads.
+    pub enforcement: Arc<Enforcement>,
 }
 
 /// What a connection knows about its client.

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use apiguard_model::event::now_ms;
@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::enforcement::Enforcement;
 use crate::listener::{self, Drain};
 use crate::load::{ConfigError, Problem, read_config};
 use crate::metrics::Metrics;
@@ -80,11 +81,13 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let (events, _) = broadcast::channel(4096);
         let worker_count = workers.len().max(1);
+        let enforcement = Arc::new(Enforcement::new());
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
             workers: worker_count,
             previous: None,
+            enforcement: enforcement.clone(),
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         metrics.config_version.set(1);
@@ -132,6 +135,7 @@ impl Gateway {
             metrics,
             events,
             unrouted,
+            enforcement,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -172,6 +176,10 @@ impl Gateway {
             }
             tokio::spawn(crate::admin::serve(socket, gateway.clone()));
         }
+        tokio::spawn(expire_block_rules(
+            Arc::downgrade(&shared),
+            shutdown_rx.clone(),
+        ));
         if watch_config.watch {
             tokio::spawn(watch_file(
                 Arc::downgrade(&gateway),
@@ -193,6 +201,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The block table (admin API, hub subscriber, self-healing).
+    pub fn enforcement(&self) -> &Arc<Enforcement> {
+        &self.shared.enforcement
     }
 
     /// The security event stream.
@@ -259,6 +272,7 @@ impl Gateway {
             metrics: self.shared.metrics.clone(),
             workers: self.workers,
             previous: Some(&current),
+            enforcement: self.shared.enforcement.clone(),
         };
         let snapshot = compile(config, file, text, version, &env)?;
         let fixed = |s: &Snapshot| {
@@ -400,5 +414,26 @@ pub fn validate_file(path: &Path) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError { file, problems })
+    }
+}
+
+/// Drops expired block rules every second and keeps the rule gauge current.
+async fn expire_block_rules(shared: Weak<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        for rule in shared.enforcement.purge_expired(now_ms()) {
+            tracing::info!(target: "apiguard::security", rule = %rule.target, source = %rule.source, "block rule expired");
+        }
+        shared
+            .metrics
+            .block_rules
+            .set(shared.enforcement.rules().len() as i64);
     }
 }

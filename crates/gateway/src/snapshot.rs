@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
+use crate::enforcement::{Enforcement, EnforcementStage};
 use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{LimitsStage, Pipeline};
@@ -61,6 +62,8 @@ pub struct CompileEnv<'a> {
     pub workers: usize,
     /// The snapshot in effect, whose pools are kept when their settings did not change.
     pub previous: Option<&'a Snapshot>,
+    /// The block table every route's first stage reads.
+    pub enforcement: Arc<Enforcement>,
 }
 
 fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
@@ -357,9 +360,14 @@ pub fn compile(
         .zip(detection)
         .map(|(route, detection)| {
             let pool = pools[&route.upstream.value].clone();
-            let mut stages: Vec<Arc<dyn Stage>> = vec![Arc::new(LimitsStage {
-                limits: route.limits.clone(),
-            })];
+            let mut stages: Vec<Arc<dyn Stage>> = vec![
+                Arc::new(EnforcementStage {
+                    enforcement: env.enforcement.clone(),
+                }),
+                Arc::new(LimitsStage {
+                    limits: route.limits.clone(),
+                }),
+            ];
             if let Some(engine) = detection.engine {
                 stages.push(Arc::new(DetectStage(engine)));
             }

@@ -1,0 +1,349 @@
+//! The enforcement state: block rules on client addresses and prefixes, each with an expiry,
+//! added by operators (admin API), by the hub subscriber (shared indicators) and by
+//! self-healing. It outlives configuration reloads, and the request path reads it without a
+//! lock: writers publish a new table (rules change rarely; requests are many).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use apiguard_model::event::now_ms;
+use apiguard_model::{Finding, Outcome, RequestContext, RequestView, Severity, Stage};
+use arc_swap::ArcSwap;
+use serde::{Serialize, Serializer};
+
+/// What a block rule covers: one address, or a prefix (CIDR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockTarget {
+    Address(IpAddr),
+    Prefix { network: IpAddr, len: u8 },
+}
+
+impl BlockTarget {
+    /// The prefix as an IPv6 network (IPv4 as IPv4-mapped) and its length.
+    fn as_v6_prefix(&self) -> (u128, u8) {
+        match *self {
+            BlockTarget::Address(ip) => (v6_bits(ip), 128),
+            BlockTarget::Prefix { network, len } => match network {
+                IpAddr::V4(_) => (v6_bits(network), 96 + len),
+                IpAddr::V6(_) => (v6_bits(network), len),
+            },
+        }
+    }
+}
+
+/// An address as 128 bits, IPv4 as IPv4-mapped IPv6 (so one table holds both families, and
+/// a client that reaches a dual-stack socket as `::ffff:a.b.c.d` is the same as `a.b.c.d`).
+fn v6_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn mask(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len.min(128)))
+    }
+}
+
+impl FromStr for BlockTarget {
+    type Err = String;
+
+    /// `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/48`. Host bits of a prefix
+    /// must be zero, so a typo cannot silently block a different network.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let Some((network, len)) = text.split_once('/') else {
+            let ip: IpAddr = text
+                .parse()
+                .map_err(|_| format!("`{text}` is not an IP address or prefix"))?;
+            return Ok(BlockTarget::Address(ip.to_canonical()));
+        };
+        let network: IpAddr = network
+            .parse()
+            .map_err(|_| format!("`{text}`: `{network}` is not an IP address"))?;
+        let network = network.to_canonical();
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?;
+        let target = BlockTarget::Prefix { network, len };
+        let (bits, full_len) = target.as_v6_prefix();
+        if bits & !mask(full_len) != 0 {
+            return Err(format!("`{text}` has host bits set after /{len}"));
+        }
+        if len == max {
+            return Ok(BlockTarget::Address(network));
+        }
+        Ok(target)
+    }
+}
+
+impl fmt::Display for BlockTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlockTarget::Address(ip) => write!(f, "{ip}"),
+            BlockTarget::Prefix { network, len } => write!(f, "{network}/{len}"),
+        }
+    }
+}
+
+impl Serialize for BlockTarget {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// One block rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockRule {
+    pub target: BlockTarget,
+    /// Milliseconds since the Unix epoch after which the rule no longer applies.
+    pub until_ms: u64,
+    /// Who added it: `admin`, `hub`, `heal`, ...
+    pub source: String,
+    /// Why, for people reading logs.
+    pub reason: String,
+    /// The shared indicator or incident it comes from, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
+    pub created_ms: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    addresses: HashMap<u128, Arc<BlockRule>>,
+    /// Longest prefixes first, so the most specific rule is the one reported.
+    prefixes: Vec<(u128, u8, Arc<BlockRule>)>,
+}
+
+impl Table {
+    fn build(rules: &[Arc<BlockRule>]) -> Table {
+        let mut table = Table::default();
+        for rule in rules {
+            match rule.target {
+                BlockTarget::Address(ip) => {
+                    table.addresses.insert(v6_bits(ip), rule.clone());
+                }
+                BlockTarget::Prefix { .. } => {
+                    let (bits, len) = rule.target.as_v6_prefix();
+                    table.prefixes.push((bits, len, rule.clone()));
+                }
+            }
+        }
+        table.prefixes.sort_by(|a, b| b.1.cmp(&a.1));
+        table
+    }
+
+    fn find(&self, ip: IpAddr) -> Option<&Arc<BlockRule>> {
+        if self.addresses.is_empty() && self.prefixes.is_empty() {
+            return None;
+        }
+        let bits = v6_bits(ip);
+        self.addresses.get(&bits).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(network, len, _)| bits & mask(*len) == *network)
+                .map(|(_, _, rule)| rule)
+        })
+    }
+}
+
+/// The block table. Cheap to read from any thread; writes are serialised.
+#[derive(Default)]
+pub struct Enforcement {
+    table: ArcSwap<Table>,
+    /// The rules, by target: the source of truth the table is built from.
+    rules: Mutex<HashMap<BlockTarget, Arc<BlockRule>>>,
+}
+
+impl Enforcement {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The rule that blocks `ip` now, if any.
+    pub fn blocking(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
+        let table = self.table.load();
+        let rule = table.find(ip)?;
+        // The clock is read only for an address that matched.
+        (rule.until_ms > now_ms()).then(|| rule.clone())
+    }
+
+    /// Adds a rule, replacing one on the same target unless that one lasts longer (two
+    /// sources blocking the same address keep the longer block).
+    pub fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let rule = Arc::new(rule);
+        let kept = match rules.get(&rule.target) {
+            Some(existing) if existing.until_ms >= rule.until_ms => existing.clone(),
+            _ => {
+                rules.insert(rule.target, rule.clone());
+                rule
+            }
+        };
+        self.publish(&rules);
+        kept
+    }
+
+    /// Removes the rule on exactly `target`; whether there was one.
+    pub fn remove(&self, target: &BlockTarget) -> bool {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = rules.remove(target).is_some();
+        if removed {
+            self.publish(&rules);
+        }
+        removed
+    }
+
+    /// Drops expired rules; returns them.
+    pub fn purge_expired(&self, now: u64) -> Vec<Arc<BlockRule>> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let expired: Vec<Arc<BlockRule>> = rules
+            .values()
+            .filter(|r| r.until_ms <= now)
+            .cloned()
+            .collect();
+        if !expired.is_empty() {
+            rules.retain(|_, r| r.until_ms > now);
+            self.publish(&rules);
+        }
+        expired
+    }
+
+    /// Every rule in effect, soonest expiry first.
+    pub fn rules(&self) -> Vec<Arc<BlockRule>> {
+        let now = now_ms();
+        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<Arc<BlockRule>> = rules
+            .values()
+            .filter(|r| r.until_ms > now)
+            .cloned()
+            .collect();
+        list.sort_by_key(|r| (r.until_ms, r.target.to_string()));
+        list
+    }
+
+    fn publish(&self, rules: &HashMap<BlockTarget, Arc<BlockRule>>) {
+        let all: Vec<Arc<BlockRule>> = rules.values().cloned().collect();
+        self.table.store(Arc::new(Table::build(&all)));
+    }
+}
+
+/// Stage 1 of the pipeline: refuses clients under a block rule before anything else runs.
+pub struct EnforcementStage {
+    pub enforcement: Arc<Enforcement>,
+}
+
+impl Stage for EnforcementStage {
+    fn name(&self) -> &'static str {
+        "enforcement"
+    }
+
+    fn inspect(&self, request: &RequestView<'_>, _ctx: &mut RequestContext) -> Outcome {
+        let Some(rule) = self.enforcement.blocking(request.client.peer.ip()) else {
+            return Outcome::Continue;
+        };
+        let indicator = rule
+            .indicator
+            .as_deref()
+            .map(|i| format!(", indicator {i}"))
+            .unwrap_or_default();
+        Outcome::Block {
+            status: 403,
+            finding: Finding {
+                rule_id: "enforcement.block".into(),
+                class: "enforcement".into(),
+                severity: Severity::Critical,
+                score: Severity::Critical.score(),
+                target: "client".into(),
+                evidence: format!(
+                    "{} blocked by {} ({}{indicator})",
+                    rule.target, rule.source, rule.reason
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(target: &str, ttl_ms: u64) -> BlockRule {
+        BlockRule {
+            target: target.parse().unwrap(),
+            until_ms: now_ms() + ttl_ms,
+            source: "test".into(),
+            reason: "test".into(),
+            indicator: None,
+            created_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn targets_parse_strictly() {
+        assert_eq!(
+            "10.0.0.0/8".parse::<BlockTarget>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "::ffff:192.0.2.1".parse::<BlockTarget>().unwrap(),
+            BlockTarget::Address("192.0.2.1".parse().unwrap())
+        );
+        assert!("10.0.0.1/8".parse::<BlockTarget>().is_err(), "host bits");
+        assert!("10.0.0.0/33".parse::<BlockTarget>().is_err());
+        assert!("example.com".parse::<BlockTarget>().is_err());
+        assert_eq!(
+            "2001:db8::1/128".parse::<BlockTarget>().unwrap(),
+            BlockTarget::Address("2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn addresses_and_prefixes_of_both_families_match() {
+        let table = Enforcement::new();
+        assert!(table.blocking("192.0.2.1".parse().unwrap()).is_none());
+        table.insert(rule("192.0.2.1", 60_000));
+        table.insert(rule("198.51.100.0/24", 60_000));
+        table.insert(rule("2001:db8:1::/48", 60_000));
+        for blocked in [
+            "192.0.2.1",
+            "::ffff:192.0.2.1",
+            "198.51.100.77",
+            "2001:db8:1:ffff::9",
+        ] {
+            assert!(
+                table.blocking(blocked.parse().unwrap()).is_some(),
+                "{blocked}"
+            );
+        }
+        for free in ["192.0.2.2", "198.51.101.1", "2001:db8:2::1", "::1"] {
+            assert!(table.blocking(free.parse().unwrap()).is_none(), "{free}");
+        }
+        assert!(table.remove(&"198.51.100.0/24".parse().unwrap()));
+        assert!(table.blocking("198.51.100.77".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn rules_expire_and_the_longer_block_wins() {
+        let table = Enforcement::new();
+        table.insert(rule("192.0.2.1", 0));
+        assert!(table.blocking("192.0.2.1".parse().unwrap()).is_none());
+        assert_eq!(table.purge_expired(now_ms()).len(), 1);
+        table.insert(rule("192.0.2.9", 60_000));
+        let shorter = table.insert(rule("192.0.2.9", 1_000));
+        assert!(
+            shorter.until_ms > now_ms() + 30_000,
+            "the longer rule is kept"
+        );
+        assert_eq!(table.rules().len(), 1);
+    }
+}
