@@ -138,7 +138,7 @@ impl Table {
                 }
             }
         }
-        table.prefixes.sort_by(|a, b| b.1.cmp(&a.1));
+        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.1));
         table
     }
 
