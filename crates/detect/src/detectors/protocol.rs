@@ -357,16 +357,20 @@ fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             } else {
                 host.split(':').next().unwrap_or("")
             };
-            // Only a notice: internal clients, health checks, load generators and service
-            // meshes address APIs by IP every day. It adds to other evidence, never blocks
-            // alone (a gateway that refused `Host: 10.0.0.5` would break real traffic).
+            // Internal clients, health checks, load generators and service meshes address
+            // APIs by IP every day: a notice, and only from paranoia level 2, so that it
+            // never tips ordinary requests (a large upload, a bodiless POST) over the
+            // threshold at the default level.
             if name.parse::<std::net::IpAddr>().is_ok() {
-                out.push(anomaly(
-                    "protocol.host_is_ip",
-                    Severity::Notice,
-                    "header:host",
-                    host.clone(),
-                ));
+                out.push(
+                    anomaly(
+                        "protocol.host_is_ip",
+                        Severity::Notice,
+                        "header:host",
+                        host.clone(),
+                    )
+                    .at_paranoia(2),
+                );
             }
         }
         None => {}
