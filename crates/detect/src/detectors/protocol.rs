@@ -69,6 +69,32 @@ pub(crate) fn check(request: &RequestView<'_>, collected: &Collected, out: &mut 
     encodings(request, collected, out);
     method_override(request, collected, out);
     session_fixation(request, collected, out);
+    header_grammar(request, out);
+    cookie_smuggling(request, out);
+    remote_include_base(collected, out);
+    parameter_names(collected, out);
+}
+
+fn parameter_names(collected: &Collected, out: &mut Vec<Anomaly>) {
+    for t in &collected.targets {
+        // `foo[1]a[2]`: text after a closing bracket is dropped by PHP and kept by others, so
+        // the parameter the backend builds is not the one inspected. (`items[0].name`, the
+        // binding syntax of Spring and ASP.NET, continues with a dot.)
+        if matches!(t.kind, TargetKind::QueryName | TargetKind::FormName)
+            && t.value.contains('[')
+            && t.value
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b']' && w[1].is_ascii_alphanumeric())
+        {
+            out.push(anomaly(
+                "protocol.parameter_name_brackets",
+                Severity::Critical,
+                t.to_string(),
+                t.value.clone(),
+            ));
+        }
+    }
 }
 
 /// Names under which web frameworks carry a session identifier.
@@ -695,6 +721,8 @@ fn encodings(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Ano
                 lower
                     .get(i + 3..i + 5)
                     .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    // `%25%37%33`: the hex digits of the inner escape encoded as well.
+                    || lower.get(i + 3..i + 6).is_some_and(is_encoded_hex_digit)
             })
             .count();
         if double_encoded > 0 {
@@ -795,6 +823,15 @@ fn has_malformed_escape(raw: &str) -> bool {
         })
 }
 
+/// `%30`-`%39`, `%41`-`%46`, `%61`-`%66` (lowercase input): a percent-encoded hex digit.
+fn is_encoded_hex_digit(escape: &str) -> bool {
+    match escape.as_bytes() {
+        [b'%', b'3', d] => d.is_ascii_digit(),
+        [b'%', b'4' | b'6', d] => (b'1'..=b'6').contains(d),
+        _ => false,
+    }
+}
+
 fn has_iis_escape(lower: &str) -> bool {
     lower.match_indices("%u").any(|(i, _)| {
         lower
@@ -867,6 +904,666 @@ fn method_override(request: &RequestView<'_>, collected: &Collected, out: &mut V
                 t.to_string(),
                 value.to_string(),
             ));
+        }
+    }
+}
+
+/// Cache-Control directives a client may send (RFC 9111, 5.2.1), with whether each takes a
+/// value: `Some(true)` a delta-seconds is required, `Some(false)` optional, `None` none allowed.
+const REQUEST_CACHE_DIRECTIVES: &[(&str, Option<bool>)] = &[
+    ("max-age", Some(true)),
+    ("max-stale", Some(false)),
+    ("min-fresh", Some(true)),
+    ("no-cache", None),
+    ("no-store", None),
+    ("no-transform", None),
+    ("only-if-cached", None),
+    ("stale-if-error", Some(true)),
+    // A response directive, but `no-cache, no-store, must-revalidate` is an idiom clients copy
+    // from response headers into requests every day.
+    ("must-revalidate", None),
+];
+
+/// Content codings a client may offer (IANA HTTP Content Coding Registry, plus the historic
+/// and experimental ones real clients still list).
+const CONTENT_CODINGS: &[&str] = &[
+    "*",
+    "identity",
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "compress",
+    "x-compress",
+    "br",
+    "zstd",
+    "dcb",
+    "dcz",
+    "aes128gcm",
+    "exi",
+    "pack200-gzip",
+    "sdch",
+    "bzip2",
+    "lzma",
+    "xz",
+    "lz4",
+    "snappy",
+];
+
+/// Fixed vocabularies of the fetch-metadata and client-hint headers browsers set themselves
+/// (scripts cannot): any other value was written by a tool, not a browser.
+const SEC_FETCH_VALUES: &[(&str, &[&str])] = &[
+    (
+        "sec-fetch-site",
+        &["cross-site", "same-origin", "same-site", "none"],
+    ),
+    (
+        "sec-fetch-mode",
+        &["cors", "navigate", "no-cors", "same-origin", "websocket"],
+    ),
+    (
+        "sec-fetch-dest",
+        &[
+            "audio",
+            "audioworklet",
+            "document",
+            "embed",
+            "empty",
+            "fencedframe",
+            "font",
+            "frame",
+            "iframe",
+            "image",
+            "json",
+            "manifest",
+            "object",
+            "paintworklet",
+            "report",
+            "script",
+            "serviceworker",
+            "sharedworker",
+            "style",
+            "track",
+            "video",
+            "webidentity",
+            "worker",
+            "xslt",
+        ],
+    ),
+    // Structured-field booleans.
+    ("sec-fetch-user", &["?1", "?0"]),
+    ("sec-ch-ua-mobile", &["?1", "?0"]),
+];
+
+/// Headers with a fixed grammar: a value that does not fit is not something a client library
+/// or browser produces, so it was crafted (to reach a parser the gateway does not model, to
+/// poison a cache, or to make the response unreadable to response inspection).
+fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+    let values = |name: &'static str| {
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    for value in values("cache-control") {
+        if let Some(why) = invalid_cache_control(&value) {
+            out.push(anomaly(
+                "protocol.cache_control",
+                Severity::Critical,
+                "header:cache-control",
+                format!("{why}: {value}"),
+            ));
+        }
+    }
+    for value in values("accept-encoding") {
+        if let Some(why) = invalid_accept_encoding(&value) {
+            out.push(anomaly(
+                "protocol.accept_encoding",
+                Severity::Critical,
+                "header:accept-encoding",
+                format!("{why}: {value}"),
+            ));
+        }
+    }
+    for (name, allowed) in SEC_FETCH_VALUES {
+        for value in values(name) {
+            let v = value.trim().to_ascii_lowercase();
+            if !allowed.contains(&v.as_str()) {
+                out.push(anomaly(
+                    "protocol.fetch_metadata",
+                    Severity::Critical,
+                    format!("header:{name}"),
+                    value,
+                ));
+            }
+        }
+    }
+    // A charset parameter in Accept asks for the response in that charset: EBCDIC, UTF-16 or
+    // UTF-7 responses slip past response inspection (and reflect payloads in a form filters
+    // do not read).
+    for value in values("accept") {
+        let bad = value.split(',').any(|range| {
+            range.split(';').skip(1).any(|param| {
+                param.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("charset") && !allowed_charset(v)
+                })
+            })
+        });
+        if bad {
+            out.push(anomaly(
+                "protocol.accept_charset",
+                Severity::Critical,
+                "header:accept",
+                value,
+            ));
+        }
+    }
+    // ASP.NET decodes a form body in the charset this header names when the User-Agent is an
+    // `UP` (Openwave) browser: an EBCDIC body then reads differently to the backend than to
+    // the gateway.
+    let up_browser = request
+        .headers
+        .get(http::header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"UP"));
+    if up_browser {
+        for value in values("x-up-devcap-post-charset") {
+            if !allowed_charset(&value) {
+                out.push(anomaly(
+                    "protocol.charset",
+                    Severity::Critical,
+                    "header:x-up-devcap-post-charset",
+                    value,
+                ));
+            }
+        }
+    }
+}
+
+fn allowed_charset(value: &str) -> bool {
+    let cs = value
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_ascii_lowercase();
+    ALLOWED_CHARSETS.contains(&cs.as_str())
+}
+
+/// Why a request Cache-Control value does not fit RFC 9111 (request directives only, values
+/// where they belong, no empty list elements), if it does not.
+fn invalid_cache_control(value: &str) -> Option<&'static str> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    for element in value.split(',') {
+        let element = element.trim();
+        if element.is_empty() {
+            // Tolerated by recipients (RFC 9110, 5.6.1.2), produced by no client.
+            return Some("empty list element");
+        }
+        let (name, arg) = match element.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (element, None),
+        };
+        let name = name.to_ascii_lowercase();
+        let Some((_, takes)) = REQUEST_CACHE_DIRECTIVES.iter().find(|(n, _)| *n == name) else {
+            return Some("not a request directive");
+        };
+        let seconds = |a: &str| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit());
+        let ok = match (takes, arg) {
+            (None, None) | (Some(false), None) => true,
+            (Some(_), Some(a)) => seconds(a),
+            (None, Some(_)) | (Some(true), None) => false,
+        };
+        if !ok {
+            return Some("directive argument");
+        }
+    }
+    None
+}
+
+/// Why an Accept-Encoding value does not fit RFC 9110, 12.5.3 (`coding [; q=weight]` list of
+/// registered codings), if it does not. An empty value is valid (identity only).
+fn invalid_accept_encoding(value: &str) -> Option<&'static str> {
+    for element in value.split(',') {
+        let mut parts = element.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        if coding.is_empty() {
+            if element.trim().is_empty() {
+                continue;
+            }
+            return Some("weight without a coding");
+        }
+        if !is_token(coding) {
+            return Some("coding is not a token");
+        }
+        if !CONTENT_CODINGS.contains(&coding.to_ascii_lowercase().as_str()) {
+            return Some("unknown content coding");
+        }
+        for param in parts {
+            let Some((k, v)) = param.split_once('=') else {
+                return Some("parameter without a value");
+            };
+            if !k.trim().eq_ignore_ascii_case("q") || !is_qvalue(v.trim()) {
+                return Some("invalid weight");
+            }
+        }
+    }
+    None
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, leniently allowing a
+/// missing leading zero (`.5`), which some clients send.
+fn is_qvalue(v: &str) -> bool {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    matches!(int, "" | "0" | "1")
+        && !(int.is_empty() && frac.is_empty())
+        && frac.len() <= 3
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (int != "1" || frac.bytes().all(|b| b == b'0'))
+}
+
+/// Cookie smuggling with the legacy `$Version` attribute: RFC 2109 parsers (Tomcat, Jetty,
+/// Undertow) then read a double-quoted value up to its closing quote, across `;`, so cookies
+/// hidden inside the quotes (`session="x; PHPSESSID=evil; a=b"`) reach the application while
+/// any other parser sees different cookies.
+fn cookie_smuggling(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+    for value in request.headers.get_all(http::header::COOKIE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        if !text
+            .split(';')
+            .any(|c| c.trim_start().to_ascii_lowercase().starts_with("$version"))
+        {
+            continue;
+        }
+        let smuggles = text.split(';').any(|c| {
+            c.split_once('=').is_some_and(|(_, v)| {
+                let v = v.trim_start().trim_start_matches('\\');
+                v.starts_with('"') && !v[1..].contains('"')
+            })
+        });
+        if smuggles {
+            out.push(anomaly(
+                "protocol.cookie_smuggling",
+                Severity::Critical,
+                "header:cookie",
+                text.into_owned(),
+            ));
+        }
+    }
+}
+
+/// The last word of an argument name: `mosConfig_absolute_path` → `path`, `_CONF[path]` →
+/// `path`, `$.settings.templateDir` → `dir`, lowercase.
+fn last_name_word(name: &str) -> String {
+    let trimmed = name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let start = trimmed
+        .char_indices()
+        .rev()
+        .find(|&(i, c)| {
+            !c.is_ascii_alphanumeric()
+                // A camelCase boundary: an upper-case letter after a lower-case one.
+                || (c.is_ascii_uppercase()
+                    && trimmed[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|p| p.is_ascii_lowercase()))
+        })
+        .map_or(0, |(i, c)| {
+            if c.is_ascii_alphanumeric() {
+                i
+            } else {
+                i + c.len_utf8()
+            }
+        });
+    trimmed[start..].to_ascii_lowercase()
+}
+
+/// Words that make an argument a file-system location the application builds file names on.
+const PATH_NAME_WORDS: &[&str] = &[
+    "path",
+    "dir",
+    "directory",
+    "basedir",
+    "abspath",
+    "include",
+    "inc",
+    "require",
+];
+
+/// Remote file inclusion through a base path: an argument named as a directory or path
+/// (`mosConfig_absolute_path`, `_CONF[path]`, `include_dir`) whose value is a remote URL to a
+/// directory (no path, or one ending in `/`). The application appends a file name and includes
+/// `http://attacker/` + `config.php`; a real path argument never holds a remote base URL.
+fn remote_include_base(collected: &Collected, out: &mut Vec<Anomaly>) {
+    for t in &collected.targets {
+        if !matches!(
+            t.kind,
+            TargetKind::QueryValue
+                | TargetKind::FormValue
+                | TargetKind::JsonValue
+                | TargetKind::MultipartValue
+                | TargetKind::Cookie
+        ) {
+            continue;
+        }
+        if !PATH_NAME_WORDS.contains(&last_name_word(&t.name).as_str()) {
+            continue;
+        }
+        let value = t.value.trim().to_ascii_lowercase();
+        let Some(rest) = ["http://", "https://", "ftp://", "ftps://"]
+            .iter()
+            .find_map(|s| value.strip_prefix(s))
+        else {
+            continue;
+        };
+        let path = rest.find('/').map_or("", |p| &rest[p..]);
+        if path.is_empty() || path.ends_with('/') {
+            out.push(Anomaly::new(
+                "rfi.remote_base_path",
+                "rfi",
+                Severity::Critical,
+                t.to_string(),
+                t.value.clone(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::SocketAddr;
+
+    use apiguard_model::{ClientInfo, RequestView};
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+
+    use crate::{Engine, EngineConfig};
+
+    /// The rule ids an engine at `paranoia` reports for a request.
+    pub(crate) fn rule_ids(
+        paranoia: u8,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Vec<String> {
+        let engine = Engine::new(
+            EngineConfig {
+                paranoia,
+                ..EngineConfig::default()
+            },
+            &[],
+        )
+        .expect("engine builds");
+        let mut map = HeaderMap::new();
+        map.insert("host", HeaderValue::from_static("api.example.com"));
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        if !body.is_empty() {
+            map.insert("content-length", HeaderValue::from(body.len()));
+        }
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let uri = uri.parse().unwrap();
+        let body = Bytes::from(body.to_string());
+        let client = ClientInfo {
+            peer: SocketAddr::from(([192, 0, 2, 1], 5555)),
+            tls: true,
+            client_cert_subject: None,
+            client_cert_sans: vec![],
+        };
+        let view = RequestView {
+            method: &method,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &map,
+            client: &client,
+            route: "test",
+            request_id: "t",
+            body: Some(&body),
+        };
+        engine
+            .inspect(&view)
+            .findings
+            .into_iter()
+            .map(|f| f.rule_id.to_string())
+            .collect()
+    }
+
+    fn header_rules(name: &str, value: &str) -> Vec<String> {
+        rule_ids(1, "GET", "/", &[(name, value)], "")
+    }
+
+    #[test]
+    fn cache_control_grammar() {
+        for bad in [
+            "private",
+            "foo=bar",
+            "max-age=1, foo=bar",
+            "max-age=1,,,max-stale=2",
+            "max-age=abc",
+            "no-cache=1",
+            "min-fresh",
+        ] {
+            assert!(
+                header_rules("cache-control", bad).contains(&"protocol.cache_control".into()),
+                "missed: {bad}"
+            );
+        }
+        for good in [
+            "no-cache",
+            "max-age=0",
+            "max-age=123, max-stale, no-cache",
+            "no-cache, no-store, must-revalidate",
+            "max-stale=60",
+            "only-if-cached",
+            "",
+        ] {
+            assert!(
+                !header_rules("cache-control", good).contains(&"protocol.cache_control".into()),
+                "false positive: {good}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_encoding_grammar() {
+        for bad in [
+            "foobar",
+            "AAAA,AAAA&AA&**AAAA**A",
+            "gzip;q=2",
+            "gzip;level=9",
+            ";q=0.5",
+        ] {
+            assert!(
+                header_rules("accept-encoding", bad).contains(&"protocol.accept_encoding".into()),
+                "missed: {bad}"
+            );
+        }
+        for good in [
+            "gzip, deflate, br, zstd",
+            "gzip,deflate",
+            "",
+            "gzip;q=1.0, identity; q=0.5, *;q=0",
+            "compress;q=0.5, gzip;q=1.0",
+            "aes128gcm, br, compress, deflate, exi, identity, pack200-gzip, x-compress, x-gzip",
+            "br;q=.5",
+        ] {
+            assert!(
+                !header_rules("accept-encoding", good).contains(&"protocol.accept_encoding".into()),
+                "false positive: {good}"
+            );
+        }
+    }
+
+    #[test]
+    fn fetch_metadata_vocabularies() {
+        for (name, bad) in [
+            ("sec-fetch-user", "foo"),
+            ("sec-ch-ua-mobile", "foo"),
+            ("sec-fetch-site", "evil.com"),
+            ("sec-fetch-mode", "navigate'"),
+            ("sec-fetch-dest", "<script>"),
+        ] {
+            assert!(
+                header_rules(name, bad).contains(&"protocol.fetch_metadata".into()),
+                "missed: {name}: {bad}"
+            );
+        }
+        for (name, good) in [
+            ("sec-fetch-user", "?1"),
+            ("sec-fetch-user", "?0"),
+            ("sec-ch-ua-mobile", "?0"),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            // Client hints with a free grammar are not judged.
+            ("sec-ch-ua", "Test?"),
+        ] {
+            assert!(
+                header_rules(name, good).is_empty(),
+                "false positive: {name}: {good}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_charsets_and_devcap_charset() {
+        for bad in [
+            "text/html;q=0.9;charset=CP1026,*/*;q=0.8",
+            "text/html; charset=\"CP1026\"",
+            "text/html;q=0.9;charset=\"iso-8859-1\",*/*;q=0.8;charset=utf-16",
+        ] {
+            assert!(
+                header_rules("accept", bad).contains(&"protocol.accept_charset".into()),
+                "missed: {bad}"
+            );
+        }
+        for good in [
+            "text/html;q=0.9;charset=\"windows-1252\";,*/*;q=0.8",
+            "text/html;q=0.9;charset=utf-8, *;q=0.1",
+            "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2",
+            "",
+        ] {
+            assert!(
+                header_rules("accept", good).is_empty(),
+                "false positive: {good}"
+            );
+        }
+        let body = "%89%95%97%A4%A3%F1=%A7%A7%A7";
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        let devcap = ("x-up-devcap-post-charset", "ibm500");
+        let up = rule_ids(
+            1,
+            "POST",
+            "/",
+            &[form, devcap, ("user-agent", "UP.Browser/6")],
+            body,
+        );
+        assert!(up.contains(&"protocol.charset".into()), "{up:?}");
+        // Without an UP browser, the header is not honoured by anything.
+        let other = rule_ids(
+            1,
+            "POST",
+            "/",
+            &[form, devcap, ("user-agent", "curl/8")],
+            body,
+        );
+        assert!(!other.contains(&"protocol.charset".into()), "{other:?}");
+    }
+
+    #[test]
+    fn cookie_smuggling_with_version() {
+        for bad in [
+            "$Version=1; session=\"deadbeef; PHPSESSID=secret; dummy=qaz\"",
+            "$Version=1; session=\\\"deadbeef; PHPSESSID=secret; dummy=qaz\\\"",
+        ] {
+            assert!(
+                header_rules("cookie", bad).contains(&"protocol.cookie_smuggling".into()),
+                "missed: {bad}"
+            );
+        }
+        for good in [
+            "session=\"deadbeef\"; PHPSESSID=abc",
+            "$existingUser=admin",
+            "$Version=1; a=\"quoted\"; b=2",
+        ] {
+            assert!(
+                !header_rules("cookie", good).contains(&"protocol.cookie_smuggling".into()),
+                "false positive: {good}"
+            );
+        }
+    }
+
+    #[test]
+    fn double_encoding_of_hex_digits() {
+        let ids = rule_ids(
+            1,
+            "GET",
+            "/?p=%25%37%33%25%36%46%25%36%44%25%36%35",
+            &[],
+            "",
+        );
+        assert!(
+            ids.contains(&"protocol.double_url_encoding".into()),
+            "{ids:?}"
+        );
+        let ids = rule_ids(1, "GET", "/?discount=25%25&q=%3Ca%3E", &[], "");
+        assert!(
+            !ids.contains(&"protocol.double_url_encoding".into()),
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn remote_base_path_arguments() {
+        for uri in [
+            "/x.php?mosConfig_absolute_path=https://foo.bar",
+            "/x.php?_CONF[path]=https://foo.bar/",
+            "/x.php?includeDir=ftp://10.1.1.1/",
+        ] {
+            assert!(
+                rule_ids(1, "GET", uri, &[], "").contains(&"rfi.remote_base_path".into()),
+                "missed: {uri}"
+            );
+        }
+        for uri in [
+            "/x?image_path=https://cdn.example.com/a.png",
+            "/x?redirect=https://example.com/",
+            "/x?path=/home/user/docs/",
+            "/x?callback_url=https://example.com/",
+        ] {
+            assert!(
+                !rule_ids(1, "GET", uri, &[], "").contains(&"rfi.remote_base_path".into()),
+                "false positive: {uri}"
+            );
+        }
+        assert_eq!(super::last_name_word("mosConfig_absolute_path"), "path");
+        assert_eq!(super::last_name_word("_CONF[path]"), "path");
+        assert_eq!(super::last_name_word("$.settings.templateDir"), "dir");
+        assert_eq!(super::last_name_word("pathé"), "path");
+    }
+
+    #[test]
+    fn bracket_names_that_parsers_read_differently() {
+        let ids = rule_ids(1, "GET", "/?foo[1]a[2]=bar", &[], "");
+        assert!(
+            ids.contains(&"protocol.parameter_name_brackets".into()),
+            "{ids:?}"
+        );
+        for uri in [
+            "/?foo[1]=bar",
+            "/?a[b][c]=1",
+            "/?items[0].name=x",
+            "/?ids[]=1",
+        ] {
+            assert!(
+                rule_ids(1, "GET", uri, &[], "").is_empty(),
+                "false positive: {uri}"
+            );
         }
     }
 }

@@ -49,6 +49,13 @@ const INTERNAL_HOSTS: &[&str] = &[
     "localhost.localdomain",
     "ip6-localhost",
     "ip6-loopback",
+    // The loopback aliases of Red Hat's and Debian's default /etc/hosts.
+    "localhost4",
+    "localhost4.localdomain4",
+    "localhost6",
+    "localhost6.localdomain6",
+    "ipv6-localhost",
+    "ipv6-loopback",
     "metadata",
     "metadata.google.internal",
     "instance-data",
@@ -61,6 +68,10 @@ const INTERNAL_HOSTS: &[&str] = &[
     "gateway.docker.internal",
     "kubernetes.docker.internal",
     "metadata.azure.internal",
+    // Metadata services addressed by name (Equinix Metal / Packet, Tencent Cloud).
+    "metadata.packet.net",
+    "metadata.platformequinix.com",
+    "metadata.tencentyun.com",
     "169.254.169.254.nip.io",
     "localtest.me",
     "customer1.app.localhost.my.company.127.0.0.1.nip.io",
@@ -238,6 +249,15 @@ pub(crate) fn parse_ipv4_loose(host: &str) -> Option<Ipv4Addr> {
             {
                 u128::from_str_radix(hex, 16).ok()
             }
+            // A leading zero makes the number octal, as in every other part
+            // (`017700000001` is 127.0.0.1).
+            None if part.len() > 1
+                && part.len() <= 43
+                && part.starts_with('0')
+                && part.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+            {
+                u128::from_str_radix(&part[1..], 8).ok()
+            }
             None if !part.is_empty()
                 && part.len() <= 38
                 && part.bytes().all(|b| b.is_ascii_digit()) =>
@@ -311,9 +331,23 @@ fn ipv6_is_internal(ip: Ipv6Addr) -> bool {
     {
         return true;
     }
+    // 6to4 (2002:AABB:CCDD::/48) carries the IPv4 address it tunnels to.
+    if seg[0] == 0x2002
+        && ipv4_is_internal(Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        ))
+    {
+        return true;
+    }
     (seg[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 is AWS metadata)
         || (seg[0] & 0xffc0) == 0xfe80 // link local
         || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 of an internal address
+        // Outside 2000::/3, the only space allocated for global unicast, an address is
+        // reserved, multicast or one of the special forms above: never a public server.
+        || ((seg[0] & 0xe000) != 0x2000 && ip.to_ipv4().is_none())
 }
 
 #[cfg(test)]
@@ -347,6 +381,19 @@ mod tests {
             "localhost.localdomain/",
             "kubernetes.docker.internal/",
             "http://[fd00:ec2::254]/latest/",
+            // Reserved IPv6 space (outside 2000::/3) and a 6to4 address of 127.0.0.1.
+            "http://[a::]/",
+            "http://[a::b]/",
+            "http://[dead:beef:dead::beef:dead:beef:dead]/",
+            "http://[2002:7f00:1::]/",
+            // A single-part octal number is 127.0.0.1 to inet_aton.
+            "rtmp://017700000001",
+            "http://017700000001/",
+            // /etc/hosts loopback aliases and named metadata services.
+            "localhost4/",
+            "localhost4.localdomain4/",
+            "ipv6-localhost/",
+            "https://metadata.packet.net/userdata",
         ] {
             assert!(find_ssrf(attack).is_some(), "missed: {attack}");
         }
@@ -358,6 +405,11 @@ mod tests {
             "https://example.com/callback",
             "see https://docs.rs/regex for details",
             "http://8.8.8.8/",
+            "http://[2001:4860:4860::8888]/",
+            "http://[::ffff:8.8.8.8]/",
+            "http://[2002:808:808::1]/",
+            "order 0123456",
+            "https://example.com/files/007/",
             "version 1.2.3",
             "10.5",
             "price 127.10",

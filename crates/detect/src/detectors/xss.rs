@@ -113,12 +113,18 @@ pub fn is_xss(input: &str) -> Option<Match> {
     None
 }
 
-/// Characters that are `<`, `>` and `"` once their high bit is dropped.
-pub(crate) const SEVEN_BIT_MARKERS: [char; 3] = ['\u{bc}', '\u{be}', '\u{a2}'];
+/// Characters that are `<`, `>` and `"` once their high bit is dropped, and the fraction slash
+/// that Unicode compatibility normalisation leaves of `¼`, `½` and `¾` (`1⁄4`).
+pub(crate) const SEVEN_BIT_MARKERS: [char; 4] = ['\u{bc}', '\u{be}', '\u{a2}', '\u{2044}'];
 
 /// `input` with Latin-1 characters read as 7-bit ASCII (high bit dropped), UTF-8 lead bytes
 /// decoded as Latin-1 (`Â¼`) removed.
 fn seven_bit(input: &str) -> String {
+    // NFKC spells `¼ ½ ¾` as `1⁄4 1⁄2 3⁄4`: undo that before dropping the high bit.
+    let input = input
+        .replace("1\u{2044}4", "\u{bc}")
+        .replace("1\u{2044}2", "\u{bd}")
+        .replace("3\u{2044}4", "\u{be}");
     let chars: Vec<char> = input.chars().collect();
     let mut out = String::with_capacity(input.len());
     for (i, &c) in chars.iter().enumerate() {
@@ -458,5 +464,13 @@ mod tests {
         ] {
             assert!(is_xss(benign).is_none(), "false positive: {benign}");
         }
+    }
+
+    #[test]
+    fn seven_bit_charsets_after_compatibility_normalisation() {
+        // What the canonical decoding (NFKC) leaves of `¼script¾alert(¢XSS¢)¼/script¾`.
+        let folded = "1\u{2044}4script3\u{2044}4alert(\u{a2}XSS\u{a2})1\u{2044}4/script3\u{2044}4";
+        assert!(is_xss(folded).is_some());
+        assert!(is_xss("1\u{2044}4 cup of sugar, 3\u{2044}4 cup of flour").is_none());
     }
 }

@@ -205,7 +205,9 @@ fn quote_at_start(prefix: &str, after: &str, quote: char, rest: &[Token]) -> Opt
                 is_operand(t)
                     || matches!(t.kind, Kind::Func | Kind::LParen | Kind::Op | Kind::Keyword)
             });
-            if operand || (escaped && rest.len() == 1) {
+            // After an escaped quote (`\' or ...`) anything goes: the backslash is there to
+            // defeat an escaping routine, which no prose does.
+            if operand || escaped {
                 return m(rest, 0, 1, "quote followed by a logic operator");
             }
         }
@@ -346,7 +348,32 @@ fn expression_then_comment(tokens: &[Token]) -> Option<Match> {
     if sql {
         return m(tokens, 0, last, "context break, expression and comment");
     }
+    // `user'collate nocase--`, ``'collate`utf8mb4_bin`--``: a COLLATE clause (a keyword only
+    // SQL has) naming a collation, then the rest of the query commented out.
+    if last == 2
+        && tokens[0].kind == Kind::Keyword
+        && tokens[0].text == "collate"
+        && matches!(tokens[1].kind, Kind::Word | Kind::Str { closed: true })
+        && is_collation(tokens[1].text)
+    {
+        return m(tokens, 0, last, "context break, collation and comment");
+    }
     None
+}
+
+/// A collation name: SQLite's built-ins, the C/POSIX locales, or a charset-qualified name with
+/// a sensitivity suffix (`utf8mb4_general_ci`, `latin1_bin`, `SQL_Latin1_General_CP1_CI_AS`).
+fn is_collation(text: &str) -> bool {
+    let name = text
+        .trim_matches(|c: char| matches!(c, '`' | '"' | '\'' | '\\'))
+        .to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "nocase" | "binary" | "rtrim" | "c" | "posix" | "default" | "ucs_basic" | "unicode"
+    ) || (name.contains('_')
+        && ["_ci", "_cs", "_bin", "_ai", "_as", "_ks", "_ws"]
+            .iter()
+            .any(|s| name.ends_with(s)))
 }
 
 /// Skips `::type` casts starting at `i`.
@@ -963,6 +990,15 @@ fn anywhere(tokens: &[Token]) -> Option<Match> {
             Kind::Str { .. } if json_operator_at(tokens, skip_casts(tokens, i + 1)) => {
                 return m(tokens, i, i + 2, "JSON operator expression");
             }
+            // `'{"a":2}' < '$.c[2].f' = 7`: a chain of comparisons between quoted literals.
+            Kind::Str { closed: true }
+                if kind_at(tokens, i + 1) == Some(Kind::Cmp)
+                    && matches!(kind_at(tokens, i + 2), Some(Kind::Str { closed: true }))
+                    && kind_at(tokens, i + 3) == Some(Kind::Cmp)
+                    && tokens.get(i + 4).is_some_and(is_literal) =>
+            {
+                return m(tokens, i, i + 4, "chained comparison of literals");
+            }
             Kind::Func
                 if !DANGEROUS_FUNCTIONS.contains(&t.text)
                     && function_shape(tokens, i).is_some() =>
@@ -1000,7 +1036,9 @@ fn anywhere(tokens: &[Token]) -> Option<Match> {
             }
             Kind::Keyword if t.text == "union" => {
                 let mut j = i + 1;
-                while matches!(text_at(tokens, j), "all" | "distinct")
+                // `union+all+select`: a `+` where the URL layer that turns it into a space
+                // was skipped (paths, JSON) still separates the words for many lexers.
+                while matches!(text_at(tokens, j), "all" | "distinct" | "+")
                     || kind_at(tokens, j) == Some(Kind::LParen)
                     || kind_at(tokens, j) == Some(Kind::Comment)
                 {
@@ -1264,6 +1302,31 @@ mod tests {
                 "false positive: {benign}: {:?}",
                 is_sql_injection(benign)
             );
+        }
+    }
+
+    #[test]
+    fn collations_plus_separated_unions_escaped_quotes_and_literal_chains() {
+        for attack in [
+            "user'collate nocase--",
+            "user'collate`utf8mb4_general_ci`--",
+            "user'collate\"\\utf8mb4_general_ci\"--",
+            "/post/foo/24'union+all+select+1,2,3+from+aa",
+            "x union+select 1,2",
+            "admin@juice-sh.op\\' or glob (id,id);",
+            "'{\"a\":2,\"c\":[4,5]}' < '$.c[1]' = 7",
+        ] {
+            assert!(sqli(attack), "missed: {attack}");
+        }
+        for benign in [
+            "user'collate foo--",
+            "it's a collate nocase thing",
+            "1+1 is two",
+            "rock 'n' roll",
+            "'a' < 'b'",
+            "O\\'Brien",
+        ] {
+            assert!(!sqli(benign), "false positive: {benign}");
         }
     }
 }
