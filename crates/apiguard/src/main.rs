@@ -58,8 +58,10 @@ enum Command {
     Schema,
     /// A first run: a sample API (REST, GraphQL, gRPC) with the gateway in front of it.
     ///
-    /// Starts, in this one process, the sample API on free loopback ports and the gateway on
-    /// `--listen`, then prints commands to try. Nothing to install, no configuration to write.
+    /// Starts, in this one process, the sample API on free loopback ports, the gateway on
+    /// `--listen`, and an embedded hub linking it with a partner organisation's gateway on
+    /// `--partner`, then prints commands to try. Nothing to install, no configuration to
+    /// write.
     Demo {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -67,6 +69,20 @@ enum Command {
         /// Where the admin endpoint (metrics, health, config versions) listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
+        /// Where a second gateway, a partner organisation sharing threats through the
+        /// demo's hub, listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        partner: std::net::SocketAddr,
+    },
+    /// Run the threat-intelligence hub with a configuration file.
+    ///
+    /// Participants report threats over REST; the hub normalises and anonymises them and fans
+    /// them out to every participant's feed through RabbitMQ (or, with no `broker` in the
+    /// file, an in-process bus). SIGTERM or SIGINT stops it. See docs/hub.md.
+    Hub {
+        /// The hub configuration (YAML). See docs/hub.md.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -168,13 +184,23 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Demo { listen, admin } => {
+        Command::Demo {
+            listen,
+            admin,
+            partner,
+        } => {
             init_logging();
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
             runtime.block_on(async {
-                match demo::run(demo::DemoOptions { listen, admin }).await {
+                match demo::run(demo::DemoOptions {
+                    listen,
+                    admin,
+                    partner,
+                })
+                .await
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         eprintln!("apiguard demo: {error}");
@@ -182,6 +208,19 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Hub { config } => {
+            init_logging();
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(apiguard_hub::run(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("apiguard hub: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run { config } => {
             init_logging();

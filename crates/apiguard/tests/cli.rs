@@ -226,6 +226,12 @@ async fn sighup_reloads_and_sigterm_drains_then_exits() {
     let mut gw = GatewayProcess::start(upstream.addr(), "");
     let (status, _) = get_status(&format!("http://{}/echo", gw.addr)).await;
     assert_eq!(status, StatusCode::OK);
+    // The access line is written when the response body is done, which may be just after
+    // the client has read it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.log_contains("\"message\":\"access\"") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         gw.log_contains("\"message\":\"access\""),
         "JSON access logs are written"
@@ -315,7 +321,17 @@ async fn a_1_gb_upload_streams_through_with_bounded_memory() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     sampler.abort();
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(answer["received"], TOTAL);
+    assert_eq!(
+        answer["received"],
+        TOTAL,
+        "{answer}: {:?}",
+        gw.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("security"))
+            .collect::<Vec<_>>()
+    );
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("gateway RSS: baseline {baseline} KiB, peak {peak} KiB during a 1 GiB upload");
     assert!(
@@ -326,7 +342,7 @@ async fn a_1_gb_upload_streams_through_with_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_the_sample_api_through_the_gateway() {
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port, partner_port) = (free_port(), free_port(), free_port());
     let mut demo = Command::new(BIN)
         .args([
             "demo",
@@ -334,14 +350,19 @@ async fn the_demo_serves_the_sample_api_through_the_gateway() {
             &format!("127.0.0.1:{port}"),
             "--admin",
             &format!("127.0.0.1:{admin_port}"),
+            "--partner",
+            &format!("127.0.0.1:{partner_port}"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let partner: SocketAddr = format!("127.0.0.1:{partner_port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
+    while std::net::TcpStream::connect(addr).is_err()
+        || std::net::TcpStream::connect(partner).is_err()
+    {
         assert!(
             Instant::now() < deadline,
             "the demo did not start listening"
@@ -351,6 +372,16 @@ async fn the_demo_serves_the_sample_api_through_the_gateway() {
     let (status, body) = get_status(&format!("http://{addr}/api/users/1")).await;
     let (missing, problem) = get_status(&format!("http://{addr}/nowhere")).await;
     let (_, metrics) = get_status(&format!("http://127.0.0.1:{admin_port}/metrics")).await;
+    // The network effect: an attack on the demo gateway, then the partner refuses us.
+    let partner_url = format!("http://127.0.0.1:{partner_port}/api/users/1");
+    let (partner_before, _) = get_status(&partner_url).await;
+    let (attacked, _) = get_status(&format!("http://{addr}/api/users?id=1%27%20OR%201=1--")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut partner_after = partner_before;
+    while partner_after != StatusCode::FORBIDDEN && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        partner_after = get_status(&partner_url).await.0;
+    }
     let _ = demo.kill();
     let mut banner = String::new();
     std::io::Read::read_to_string(demo.stderr.as_mut().unwrap(), &mut banner).unwrap();
@@ -363,5 +394,12 @@ async fn the_demo_serves_the_sample_api_through_the_gateway() {
     assert!(
         banner.contains(&format!("curl -i http://{addr}/api/users/1")),
         "the banner says what to try: {banner}"
+    );
+    assert_eq!(partner_before, StatusCode::OK);
+    assert_eq!(attacked, StatusCode::FORBIDDEN);
+    assert_eq!(
+        partner_after,
+        StatusCode::FORBIDDEN,
+        "the partner gateway never applied the shared indicator"
     );
 }

@@ -32,6 +32,10 @@ pub struct Config {
     /// route changes it under its own `detect:`.
     #[serde(default)]
     pub detect: DetectConfig,
+    /// Threat sharing with an apiguard hub: report what this gateway blocks, and block what
+    /// other participants report. Off when absent.
+    #[serde(default)]
+    pub hub: Option<HubConfig>,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -439,6 +443,75 @@ impl Default for ParseLimitsConfig {
     }
 }
 
+/// The connection to a hub (see docs/hub.md, "The gateway's side").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's base URL, such as `http://hub.internal:8700` (plain HTTP; put TLS in front
+    /// of the hub with a local proxy for now).
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// A file holding this gateway's participant API key (as given by the hub's admin API).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub api_key_file: Option<Spanned<String>>,
+    /// The API key inline (for tests and demos; prefer `api_key_file`).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Report this gateway's blocking decisions to the hub.
+    #[serde(default = "defaults::yes")]
+    pub report: bool,
+    /// Directory of the durable outbox: reports wait here while the hub is unreachable.
+    #[serde(default = "defaults::outbox")]
+    pub outbox: String,
+    /// Reports kept in the outbox at most; past it the oldest are dropped (and counted).
+    #[serde(default = "defaults::outbox_max")]
+    pub outbox_max: usize,
+    /// What to do with indicators other participants share.
+    #[serde(default)]
+    pub subscribe: SubscribeConfig,
+}
+
+/// The subscriber's local policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeConfig {
+    /// `enforce` blocks shared addresses until the indicator expires; `monitor` only logs
+    /// them; `off` does not fetch the feed.
+    #[serde(default)]
+    pub mode: SubscribeMode,
+    /// Indicators with a lower confidence (0..100) are ignored.
+    #[serde(default)]
+    pub min_confidence: u8,
+    /// Indicators with a lower trust score (0..100) are ignored.
+    #[serde(default)]
+    pub min_trust: u8,
+    /// Attack classes to act on (`sqli`, `xss`, ...); empty means all.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+impl Default for SubscribeConfig {
+    fn default() -> Self {
+        SubscribeConfig {
+            mode: SubscribeMode::Enforce,
+            min_confidence: 0,
+            min_trust: 0,
+            categories: Vec::new(),
+        }
+    }
+}
+
+/// How shared indicators are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscribeMode {
+    #[default]
+    Enforce,
+    Monitor,
+    Off,
+}
+
 /// Access logs: one JSON line per request on standard output.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -544,6 +617,12 @@ pub mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn outbox() -> String {
+        "apiguard-outbox".into()
+    }
+    pub fn outbox_max() -> usize {
+        100_000
     }
     pub fn paranoia() -> u8 {
         1

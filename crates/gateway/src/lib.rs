@@ -19,6 +19,7 @@ pub mod problem;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod sharing;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub findings: IntCounterVec,
     pub request_score: HistogramVec,
     pub block_rules: IntGauge,
+    pub hub_outbox: IntGauge,
+    pub hub_reports: IntCounterVec,
+    pub hub_indicators: IntCounterVec,
 }
 
 /// Scores by severity are 2 to 5 per finding; the default threshold is 5.
@@ -126,6 +129,27 @@ impl Metrics {
             "Block rules in effect (admin, hub indicators, self-healing)",
         )
         .expect("valid metric");
+        let hub_outbox = IntGauge::new(
+            "hub_outbox_pending",
+            "Reports waiting in the durable outbox for the hub to take them",
+        )
+        .expect("valid metric");
+        let hub_reports = IntCounterVec::new(
+            Opts::new(
+                "hub_reports_total",
+                "Reports to the hub by result (sent, rejected, dropped, missed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let hub_indicators = IntCounterVec::new(
+            Opts::new(
+                "hub_indicators_total",
+                "Shared indicators from the hub feed by result (applied, monitored, ignored, invalid)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -139,6 +163,9 @@ impl Metrics {
             Box::new(findings.clone()),
             Box::new(request_score.clone()),
             Box::new(block_rules.clone()),
+            Box::new(hub_outbox.clone()),
+            Box::new(hub_reports.clone()),
+            Box::new(hub_indicators.clone()),
         ] {
             registry
                 .register(collector)
@@ -158,6 +185,9 @@ impl Metrics {
             findings,
             request_score,
             block_rules,
+            hub_outbox,
+            hub_reports,
+            hub_indicators,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::listener::{self, Drain};
 use crate::load::{ConfigError, Problem, read_config};
 use crate::metrics::Metrics;
 use crate::proxy::Shared;
+use crate::sharing::HubLink;
 use crate::snapshot::{CompileEnv, Snapshot, compile, content_hash};
 
 /// One applied configuration version, kept for inspection and rollback.
@@ -59,6 +60,8 @@ pub struct Gateway {
     listen_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     workers: usize,
+    /// The reporter and subscriber of the `hub:` section, when there is one.
+    hub: Mutex<Option<HubLink>>,
 }
 
 impl Gateway {
@@ -151,7 +154,9 @@ impl Gateway {
             listen_addrs: listen_addrs.clone(),
             admin_addr,
             workers: worker_count,
+            hub: Mutex::new(None),
         });
+        gateway.relink_hub(&gateway.snapshot());
 
         for ((sockets, settings), address) in
             bound.into_iter().zip(listener_settings).zip(&listen_addrs)
@@ -201,6 +206,28 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Starts, restarts or stops the hub link to match `snapshot`'s `hub:` section.
+    fn relink_hub(&self, snapshot: &Snapshot) {
+        let mut link = self.hub.lock().unwrap_or_else(|e| e.into_inner());
+        if link.as_ref().map(|l| &l.settings) == snapshot.hub.as_ref() {
+            return;
+        }
+        *link = None;
+        if let Some(settings) = snapshot.hub.clone() {
+            match crate::sharing::start(
+                settings,
+                &self.shared.events,
+                self.shared.enforcement.clone(),
+                self.shared.metrics.clone(),
+            ) {
+                Ok(started) => *link = Some(started),
+                Err(error) => {
+                    tracing::error!(%error, "cannot open the hub outbox; threat sharing is off")
+                }
+            }
+        }
     }
 
     /// The block table (admin API, hub subscriber, self-healing).
@@ -305,7 +332,9 @@ impl Gateway {
             }
         }
         let hash = snapshot.hash.clone();
-        self.shared.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.shared.snapshot.store(snapshot.clone());
+        self.relink_hub(&snapshot);
         self.shared.metrics.config_version.set(version as i64);
         self.shared
             .metrics

@@ -19,6 +19,7 @@ use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{LimitsStage, Pipeline};
 use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
+use crate::sharing::HubSettings;
 use crate::upstream::{Pool, PoolSettings};
 
 /// A listener's compiled settings.
@@ -52,6 +53,8 @@ pub struct Snapshot {
     pub admin: Option<SocketAddr>,
     pub access_log: bool,
     pub reload: ReloadConfig,
+    /// Threat sharing with a hub, resolved.
+    pub hub: Option<HubSettings>,
 }
 
 /// What compiling needs from the running gateway.
@@ -89,6 +92,9 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let _ = compile_detection(config, &mut problems);
+    if let Some(hub) = &config.hub {
+        let _ = HubSettings::resolve(hub, &mut problems);
+    }
     problems
 }
 
@@ -325,6 +331,10 @@ pub fn compile(
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let detection = compile_detection(config, &mut problems);
+    let hub = config
+        .hub
+        .as_ref()
+        .and_then(|h| HubSettings::resolve(h, &mut problems));
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -402,6 +412,7 @@ pub fn compile(
         admin,
         access_log: config.access_log.enabled,
         reload: config.reload.clone(),
+        hub,
     })
 }
 

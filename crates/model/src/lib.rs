@@ -7,6 +7,7 @@
 pub mod event;
 pub mod pipeline;
 pub mod request;
+pub mod threat;
 
 pub use event::{EventKind, SecurityEvent};
 pub use pipeline::{Action, Finding, Outcome, RequestContext, Severity, Stage};

@@ -1,0 +1,454 @@
+//! The hub's configuration file (YAML), with a doc comment on every field. Parsed with
+//! serde-saphyr, like the gateway's, and checked once into values the hub uses as they are.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::HubError;
+
+/// The largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The whole hub configuration file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "apiguard hub configuration")]
+pub struct HubConfig {
+    /// `IP:port` of the REST API (ingest, feed, admin). Port 0 picks a free port.
+    pub listen: String,
+    /// Where participants, keys and reports are stored: `sqlite://PATH` (created when
+    /// missing), `sqlite::memory:`, or `postgres://USER@HOST:PORT/DB`.
+    #[serde(default = "defaults::store")]
+    pub store: String,
+    /// RabbitMQ. Without it the hub runs embedded: an in-process bus (nothing survives a
+    /// restart but what the store holds).
+    #[serde(default)]
+    pub broker: Option<BrokerConfig>,
+    /// The hub secret that keys reporter pseudonyms and report ids: a file holding at least
+    /// 32 bytes. Keep it private and stable: changing it changes every pseudonym.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// The hub secret inline (at least 32 characters), for tests and demos; `secret_file`
+    /// wins when both are set.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// How long a reporter keeps the same pseudonym, such as `24h` or `7d`.
+    #[serde(default = "defaults::pseudonym_epoch")]
+    pub pseudonym_epoch: String,
+    /// SHA-256 (hex) of the bearer token that may call /admin. Without it the admin API is
+    /// off. Make one with `printf %s "$TOKEN" | sha256sum`.
+    #[serde(default)]
+    pub admin_token_sha256: Option<String>,
+    /// Size limits of ingest.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Defaults applied while normalising reports.
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// AMQP URL, such as `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Prefix of every exchange and queue the hub declares.
+    #[serde(default = "defaults::prefix")]
+    pub prefix: String,
+    /// The most raw reports waiting on the ingest queue. Past it ingest answers 429.
+    #[serde(default = "defaults::ingest_max_length")]
+    pub ingest_max_length: u32,
+    /// The most reports waiting in one participant's queue; the oldest are dropped past it.
+    #[serde(default = "defaults::participant_max_length")]
+    pub participant_max_length: u32,
+    /// Time allowed for one broker operation (publish confirm, ack, declare). A timeout is
+    /// treated as a dead connection: the hub reconnects and redeclares.
+    #[serde(default = "defaults::broker_timeout")]
+    pub timeout: String,
+    /// Worker tasks consuming the ingest queue.
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Deliveries a worker may hold unacknowledged.
+    #[serde(default = "defaults::prefetch")]
+    pub prefetch: u16,
+    /// How often a message may be redelivered (after a worker failure) before it is
+    /// dead-lettered.
+    #[serde(default = "defaults::delivery_limit")]
+    pub delivery_limit: u32,
+}
+
+/// Ingest size limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The most reports in one batch.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// The most reports one feed call returns.
+    #[serde(default = "defaults::max_feed")]
+    pub max_feed: usize,
+    /// Capacity of the in-process ingest queue in embedded mode; past it ingest answers 429.
+    #[serde(default = "defaults::embedded_queue")]
+    pub embedded_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: defaults::max_body_bytes(),
+            max_batch: defaults::max_batch(),
+            max_feed: defaults::max_feed(),
+            embedded_queue: defaults::embedded_queue(),
+        }
+    }
+}
+
+/// Normalisation defaults.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// How long indicators stay valid when the reporter names no TTL.
+    #[serde(default = "defaults::ttl")]
+    pub default_ttl: String,
+    /// The longest TTL a reporter may ask for.
+    #[serde(default = "defaults::max_ttl")]
+    pub max_ttl: String,
+    /// Single IPv6 addresses are shared as this prefix (one host controls at least a /64).
+    #[serde(default = "defaults::ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Shortest prefix a reporter may name: broader ones are refused.
+    #[serde(default = "defaults::min_ipv4_prefix")]
+    pub min_ipv4_prefix: u8,
+    /// Shortest IPv6 prefix a reporter may name.
+    #[serde(default = "defaults::min_ipv6_prefix")]
+    pub min_ipv6_prefix: u8,
+    /// Trust score of every reporter until scoring from corroboration exists (0 to 100).
+    #[serde(default = "defaults::trust_score")]
+    pub trust_score: u8,
+    /// Window in which reports of the same address by distinct participants count as
+    /// corroboration.
+    #[serde(default = "defaults::corroboration_window")]
+    pub corroboration_window: String,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: defaults::ttl(),
+            max_ttl: defaults::max_ttl(),
+            ipv6_prefix: defaults::ipv6_prefix(),
+            min_ipv4_prefix: defaults::min_ipv4_prefix(),
+            min_ipv6_prefix: defaults::min_ipv6_prefix(),
+            trust_score: defaults::trust_score(),
+            corroboration_window: defaults::corroboration_window(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn store() -> String {
+        "sqlite://apiguard-hub.db".to_owned()
+    }
+    pub fn pseudonym_epoch() -> String {
+        "24h".to_owned()
+    }
+    pub fn prefix() -> String {
+        "apiguard.hub".to_owned()
+    }
+    pub fn ingest_max_length() -> u32 {
+        100_000
+    }
+    pub fn participant_max_length() -> u32 {
+        100_000
+    }
+    pub fn broker_timeout() -> String {
+        "5s".to_owned()
+    }
+    pub fn workers() -> usize {
+        2
+    }
+    pub fn prefetch() -> u16 {
+        64
+    }
+    pub fn delivery_limit() -> u32 {
+        5
+    }
+    pub fn max_body_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn max_batch() -> usize {
+        500
+    }
+    pub fn max_feed() -> usize {
+        500
+    }
+    pub fn embedded_queue() -> usize {
+        10_000
+    }
+    pub fn ttl() -> String {
+        "1h".to_owned()
+    }
+    pub fn max_ttl() -> String {
+        "7d".to_owned()
+    }
+    pub fn ipv6_prefix() -> u8 {
+        64
+    }
+    pub fn min_ipv4_prefix() -> u8 {
+        16
+    }
+    pub fn min_ipv6_prefix() -> u8 {
+        32
+    }
+    pub fn trust_score() -> u8 {
+        50
+    }
+    pub fn corroboration_window() -> String {
+        "24h".to_owned()
+    }
+}
+
+/// The configuration checked: durations parsed, the secret loaded, the address resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub store: String,
+    pub broker: Option<BrokerSettings>,
+    pub secret: Vec<u8>,
+    pub pseudonym_epoch: Duration,
+    pub admin_token_sha256: Option<[u8; 32]>,
+    pub limits: LimitsConfig,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub ipv6_prefix: u8,
+    pub min_ipv4_prefix: u8,
+    pub min_ipv6_prefix: u8,
+    pub trust_score: u8,
+    pub corroboration_window: Duration,
+}
+
+/// Broker settings, checked.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: String,
+    pub prefix: String,
+    pub ingest_max_length: u32,
+    pub participant_max_length: u32,
+    pub timeout: Duration,
+    pub workers: usize,
+    pub prefetch: u16,
+    pub delivery_limit: u32,
+}
+
+impl HubConfig {
+    /// Parses YAML text.
+    pub fn parse(text: &str) -> Result<Self, HubError> {
+        serde_saphyr::from_str::<HubConfig>(text).map_err(|e| {
+            let position = e
+                .location()
+                .map(|l| format!("{}:{}: ", l.line(), l.column()))
+                .unwrap_or_default();
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid configuration");
+            HubError::Config(format!("{position}{}", first.trim()))
+        })
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, HubError> {
+        let unreadable =
+            |e: std::io::Error| HubError::Config(format!("{}: cannot read: {e}", path.display()));
+        let size = std::fs::metadata(path).map_err(unreadable)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(HubError::Config(format!(
+                "{}: {size} bytes; the limit is {MAX_CONFIG_BYTES}",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        Self::parse(&text).map_err(|e| match e {
+            HubError::Config(message) => HubError::Config(format!("{}:{message}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Checks every value and loads the secret.
+    pub fn settings(&self) -> Result<Settings, HubError> {
+        let bad = |m: String| HubError::Config(m);
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| bad(format!("listen: `{}` is not IP:port", self.listen)))?;
+        let secret = match (&self.secret_file, &self.secret) {
+            (Some(path), _) => std::fs::read(path)
+                .map_err(|e| bad(format!("secret_file {}: {e}", path.display())))?,
+            (None, Some(inline)) => inline.as_bytes().to_vec(),
+            (None, None) => {
+                return Err(bad(
+                    "a hub secret is required: set secret_file (or secret)".to_owned()
+                ));
+            }
+        };
+        if secret.len() < 32 {
+            return Err(bad(format!(
+                "the hub secret has {} bytes; it needs at least 32",
+                secret.len()
+            )));
+        }
+        let admin_token_sha256 = match &self.admin_token_sha256 {
+            None => None,
+            Some(hex) => Some(
+                crate::auth::parse_sha256_hex(hex)
+                    .ok_or_else(|| bad("admin_token_sha256: not 64 hex digits".to_owned()))?,
+            ),
+        };
+        let broker = match &self.broker {
+            None => None,
+            Some(b) => {
+                if !(b.url.starts_with("amqp://") || b.url.starts_with("amqps://")) {
+                    return Err(bad("broker.url: must start with amqp:// or amqps://".into()));
+                }
+                if b.prefix.is_empty()
+                    || b.prefix.len() > 64
+                    || !b
+                        .prefix
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+                {
+                    return Err(bad(
+                        "broker.prefix: 1 to 64 characters of letters, digits, `.`, `_`, `-`"
+                            .into(),
+                    ));
+                }
+                if b.ingest_max_length == 0 || b.participant_max_length == 0 || b.prefetch == 0 {
+                    return Err(bad(
+                        "broker: queue lengths and prefetch must be positive".into()
+                    ));
+                }
+                Some(BrokerSettings {
+                    url: b.url.clone(),
+                    prefix: b.prefix.clone(),
+                    ingest_max_length: b.ingest_max_length,
+                    participant_max_length: b.participant_max_length,
+                    timeout: parse_duration(&b.timeout)
+                        .map_err(|e| bad(format!("broker.timeout: {e}")))?,
+                    workers: b.workers,
+                    prefetch: b.prefetch,
+                    delivery_limit: b.delivery_limit,
+                })
+            }
+        };
+        let duration = |field: &str, text: &str| {
+            parse_duration(text).map_err(|e| bad(format!("{field}: {e}")))
+        };
+        let pseudonym_epoch = duration("pseudonym_epoch", &self.pseudonym_epoch)?;
+        if pseudonym_epoch < Duration::from_secs(1) {
+            return Err(bad("pseudonym_epoch: at least 1s".into()));
+        }
+        let r = &self.reports;
+        if r.ipv6_prefix > 128 || r.min_ipv4_prefix > 32 || r.min_ipv6_prefix > 128 {
+            return Err(bad("reports: prefix lengths out of range".into()));
+        }
+        if r.trust_score > 100 {
+            return Err(bad("reports.trust_score: 0 to 100".into()));
+        }
+        if self.limits.max_batch == 0 || self.limits.max_body_bytes < 1024 {
+            return Err(bad(
+                "limits: max_batch must be positive and max_body_bytes at least 1024".into(),
+            ));
+        }
+        Ok(Settings {
+            listen,
+            store: self.store.clone(),
+            broker,
+            secret,
+            pseudonym_epoch,
+            admin_token_sha256,
+            limits: self.limits.clone(),
+            default_ttl: duration("reports.default_ttl", &r.default_ttl)?,
+            max_ttl: duration("reports.max_ttl", &r.max_ttl)?,
+            ipv6_prefix: r.ipv6_prefix,
+            min_ipv4_prefix: r.min_ipv4_prefix,
+            min_ipv6_prefix: r.min_ipv6_prefix,
+            trust_score: r.trust_score,
+            corroboration_window: duration(
+                "reports.corroboration_window",
+                &r.corroboration_window,
+            )?,
+        })
+    }
+}
+
+/// Parses `250ms`, `30s`, `15m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config =
+            HubConfig::parse("listen: 127.0.0.1:0\nsecret: 0123456789abcdef0123456789abcdef\n")
+                .unwrap();
+        let settings = config.settings().unwrap();
+        assert!(settings.broker.is_none());
+        assert_eq!(settings.pseudonym_epoch, Duration::from_secs(86_400));
+        assert_eq!(settings.ipv6_prefix, 64);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let err = HubConfig::parse("listen: 127.0.0.1:0\nsecrt: x\n").unwrap_err();
+        assert!(err.to_string().contains("secrt"), "{err}");
+        let err = HubConfig::parse("listen: 127.0.0.1:0\nsecret: short\n")
+            .unwrap()
+            .settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        let err = HubConfig::parse(
+            "listen: 127.0.0.1:0\nsecret: 0123456789abcdef0123456789abcdef\npseudonym_epoch: 3 weeks\n",
+        )
+        .unwrap()
+        .settings()
+        .unwrap_err();
+        assert!(err.to_string().contains("pseudonym_epoch"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

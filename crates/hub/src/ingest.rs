@@ -1,0 +1,107 @@
+//! What every front door shares: authentication by API key, validation, the canonical id,
+//! and queueing on the bus, so REST, gRPC (and later GraphQL) have the same semantics.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::HubState;
+use crate::auth::hash_api_key;
+use crate::error::HubError;
+use crate::normalise::{RawReport, validate};
+use crate::pipeline::{ENVELOPE_VERSION, Envelope, ParticipantEntry};
+
+/// The participant owning `key`.
+pub async fn authenticate(
+    state: &HubState,
+    key: Option<&str>,
+) -> Result<Arc<ParticipantEntry>, HubError> {
+    let key = key.ok_or_else(|| {
+        HubError::Unauthenticated("send the API key as `authorization: Bearer KEY`".into())
+    })?;
+    if key.len() > 256 {
+        return Err(HubError::Unauthenticated("unknown API key".into()));
+    }
+    let participant = state
+        .pipeline
+        .store
+        .participant_by_key_hash(&hash_api_key(key))
+        .await?
+        .ok_or_else(|| HubError::Unauthenticated("unknown API key".into()))?;
+    Ok(state.pipeline.remember(participant))
+}
+
+/// Refuses batches over `limits.max_batch` and empty ones.
+pub fn check_batch_size(state: &HubState, len: usize) -> Result<(), HubError> {
+    let max = state.settings.limits.max_batch;
+    if len == 0 {
+        return Err(HubError::Invalid("the batch is empty".into()));
+    }
+    if len > max {
+        return Err(HubError::Invalid(format!(
+            "the batch has {len} reports; the limit is {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a raw report and wraps it with its canonical id.
+pub fn prepare(
+    state: &HubState,
+    entry: &ParticipantEntry,
+    raw: RawReport,
+    protocol: &str,
+) -> Result<Envelope, HubError> {
+    validate(&raw, &state.settings, &entry.redactor)?;
+    let now = Utc::now();
+    let id = state
+        .pipeline
+        .pseudonymiser
+        .report_id(&entry.participant.id, raw.id, now);
+    Ok(Envelope {
+        v: ENVELOPE_VERSION,
+        id,
+        participant: entry.participant.id.clone(),
+        received_at: now,
+        protocol: protocol.to_owned(),
+        report: raw,
+    })
+}
+
+/// Validates and queues one report; answers its canonical id once the bus confirmed it.
+pub async fn ingest(
+    state: &HubState,
+    entry: &ParticipantEntry,
+    raw: RawReport,
+    protocol: &str,
+) -> Result<Uuid, HubError> {
+    let envelope = prepare(state, entry, raw, protocol)?;
+    state.bus.submit(envelope.id, envelope.to_bytes()).await?;
+    Ok(envelope.id)
+}
+
+/// Validates every report first (one invalid report refuses the batch, naming its index),
+/// then queues each; answers each id with whether the bus confirmed it.
+pub async fn ingest_batch(
+    state: &HubState,
+    entry: &ParticipantEntry,
+    raws: Vec<RawReport>,
+    protocol: &str,
+) -> Result<Vec<(Uuid, Result<(), HubError>)>, HubError> {
+    check_batch_size(state, raws.len())?;
+    let mut envelopes = Vec::with_capacity(raws.len());
+    for (index, raw) in raws.into_iter().enumerate() {
+        envelopes.push(
+            prepare(state, entry, raw, protocol)
+                .map_err(|e| HubError::Invalid(format!("reports[{index}]: {e}")))?,
+        );
+    }
+    let results = futures_util::future::join_all(
+        envelopes
+            .iter()
+            .map(|envelope| state.bus.submit(envelope.id, envelope.to_bytes())),
+    )
+    .await;
+    Ok(envelopes.iter().map(|e| e.id).zip(results).collect())
+}

@@ -1,0 +1,208 @@
+//! apiguard's hub: participants report threats to it, it normalises every report into the
+//! canonical [`ThreatReport`](apiguard_model::threat::ThreatReport), replaces the reporter
+//! with a pseudonym, scrubs identifiers, stores it, and fans it out to every participant's
+//! queue through RabbitMQ (or an in-process bus in embedded mode).
+//!
+//! ```text
+//! REST ───┬► authenticate ──► validate ──► ingest queue (ack after the broker confirms)
+//! gRPC ───┤
+//! GraphQL ┘
+//!                                              │
+//!                      worker: normalise ─► anonymise ─► score ─► de-duplicate ─► store
+//!                                              │
+//!                              topic exchange ─► one quorum queue per participant ─► feed
+//! ```
+//!
+//! See docs/hub.md.
+
+#![forbid(unsafe_code)]
+
+pub mod anonymise;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod grpc;
+pub mod ingest;
+pub mod normalise;
+pub mod pipeline;
+pub mod rest;
+pub mod store;
+pub mod subscription;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{HubConfig, Settings};
+pub use error::HubError;
+pub use normalise::RawReport;
+pub use store::{NewParticipant, Participant, Store};
+pub use subscription::{AddressKind, Subscription};
+
+use bus::{Bus, MemoryBus, RabbitBus};
+use pipeline::Pipeline;
+
+/// What every front door shares.
+pub struct HubState {
+    pub settings: Arc<Settings>,
+    pub pipeline: Arc<Pipeline>,
+    pub bus: Bus,
+}
+
+/// A running hub.
+pub struct Hub {
+    state: Arc<HubState>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Hub {
+    /// Starts a hub from checked settings: opens the store, connects the bus, declares every
+    /// participant's queue, starts the workers and the REST listener.
+    pub async fn start(settings: Settings) -> Result<Hub, HubError> {
+        let store = Store::connect(&settings.store).await?;
+        Self::start_with_store(settings, store).await
+    }
+
+    /// Like [`Hub::start`] with a store opened by the caller.
+    pub async fn start_with_store(settings: Settings, store: Store) -> Result<Hub, HubError> {
+        let settings = Arc::new(settings);
+        let (bus, workers) = match &settings.broker {
+            Some(broker) => (
+                Bus::Rabbit(Arc::new(RabbitBus::new(broker.clone()))),
+                broker.workers,
+            ),
+            None => (
+                Bus::Memory(Arc::new(MemoryBus::new(settings.limits.embedded_queue))),
+                1,
+            ),
+        };
+        for participant in store.participants().await? {
+            bus.ensure_participant(&participant.id, &participant.subscription)
+                .await?;
+        }
+        let pipeline = Arc::new(Pipeline::new(settings.clone(), store));
+        let state = Arc::new(HubState {
+            settings: settings.clone(),
+            pipeline: pipeline.clone(),
+            bus: bus.clone(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = bus.spawn_workers(pipeline, workers, stopped.clone());
+
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| HubError::Config(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HubError::Internal(e.to_string()))?;
+        let router = rest::router(state.clone()).merge(grpc::router(state.clone()));
+        let mut shutdown = stopped;
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the REST listener failed");
+            }
+        }));
+        info!(
+            rest = %addr,
+            store = state.pipeline.store.kind(),
+            bus = if settings.broker.is_some() { "rabbitmq" } else { "embedded" },
+            "hub started"
+        );
+        Ok(Hub {
+            state,
+            addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where the REST API listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (store, bus, settings).
+    pub fn state(&self) -> &Arc<HubState> {
+        &self.state
+    }
+
+    /// Registers a participant; answers it and its first API key (shown only now).
+    pub async fn register(&self, new: NewParticipant) -> Result<(Participant, String), HubError> {
+        register_participant(&self.state, new).await
+    }
+
+    /// Stops the listener and the workers, then closes the bus and the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.state.bus.close().await;
+        self.state.pipeline.store.close().await;
+    }
+}
+
+/// Registers a participant, stores the hash of a new API key, and declares its queue.
+pub async fn register_participant(
+    state: &HubState,
+    new: NewParticipant,
+) -> Result<(Participant, String), HubError> {
+    let participant = state.pipeline.store.add_participant(&new).await?;
+    let key = auth::generate_api_key()?;
+    state
+        .pipeline
+        .store
+        .add_api_key(&participant.id, &auth::hash_api_key(&key))
+        .await?;
+    state
+        .bus
+        .ensure_participant(&participant.id, &participant.subscription)
+        .await?;
+    state.pipeline.remember(participant.clone());
+    Ok((participant, key))
+}
+
+/// `apiguard hub --config FILE`: runs the hub until SIGINT or SIGTERM.
+pub async fn run(config: &Path) -> Result<(), HubError> {
+    let settings = HubConfig::load(config)?.settings()?;
+    let hub = Hub::start(settings).await?;
+    wait_for_signal().await;
+    info!("stopping");
+    hub.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,281 @@
+//! The REST front door (axum): ingest (single and batch), the participant feed, and the admin
+//! API. Errors are JSON `{"error": "..."}` with the status of the [`HubError`] variant.
+//!
+//! | method and path | who | what |
+//! | --- | --- | --- |
+//! | `POST /v1/reports` | participant | one report; 202 `{"id"}` once the broker confirmed it |
+//! | `POST /v1/reports/batch` | participant | `{"reports": [...]}` or `[...]`; all validated first |
+//! | `GET /v1/feed?max=N&wait_ms=M` | participant | reports from the participant's queue |
+//! | `POST /admin/participants` | admin | register; answers the API key, shown once |
+//! | `POST /admin/participants/{id}/keys` | admin | another API key |
+//! | `POST /graphql` | participant | GraphQL: `report`, `reportBatch`, `feed` (see `graphql`) |
+//! | `GET /healthz` | anyone | `ok` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiguard_model::threat::IpPrefix;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::HubState;
+use crate::auth::{generate_api_key, hash_api_key, token_matches};
+use crate::error::HubError;
+use crate::normalise::RawReport;
+use crate::pipeline::ParticipantEntry;
+use crate::store::NewParticipant;
+use crate::subscription::Subscription;
+
+/// The longest a feed call waits for a first report.
+const MAX_FEED_WAIT: Duration = Duration::from_secs(30);
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let mut response =
+            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The REST router.
+pub fn router(state: Arc<HubState>) -> Router {
+    let limit = state.settings.limits.max_body_bytes;
+    let schema = crate::graphql::schema(state.clone());
+    Router::new()
+        .route("/v1/reports", post(ingest_one))
+        .route("/v1/reports/batch", post(ingest_batch))
+        .route("/v1/feed", get(feed))
+        .route("/admin/participants", post(register))
+        .route("/admin/participants/{id}/keys", post(add_key))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/graphql",
+            post(
+                move |State(state): State<Arc<HubState>>, headers: HeaderMap, body: Bytes| {
+                    let schema = schema.clone();
+                    async move { crate::graphql::handle(state, schema, headers, body).await }
+                },
+            ),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer_token)
+    {
+        return Some(token);
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The participant behind the request's API key.
+pub async fn authenticate(
+    state: &HubState,
+    headers: &HeaderMap,
+) -> Result<Arc<ParticipantEntry>, HubError> {
+    let key = bearer(headers).ok_or_else(|| {
+        HubError::Unauthenticated("send the API key as `Authorization: Bearer KEY`".into())
+    })?;
+    if key.len() > 256 {
+        return Err(HubError::Unauthenticated("unknown API key".into()));
+    }
+    let participant = state
+        .pipeline
+        .store
+        .participant_by_key_hash(&hash_api_key(key))
+        .await?
+        .ok_or_else(|| HubError::Unauthenticated("unknown API key".into()))?;
+    Ok(state.pipeline.remember(participant))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HubError> {
+    serde_json::from_slice(body).map_err(|e| HubError::Invalid(format!("invalid JSON: {e}")))
+}
+
+async fn ingest_one(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    let entry = authenticate(&state, &headers).await?;
+    let raw: RawReport = parse_json(&body)?;
+    let id = crate::ingest::ingest(&state, &entry, raw, "rest").await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Batch {
+    Wrapped { reports: Vec<Value> },
+    Bare(Vec<Value>),
+}
+
+async fn ingest_batch(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    let entry = authenticate(&state, &headers).await?;
+    let batch: Batch = parse_json(&body)?;
+    let items = match batch {
+        Batch::Wrapped { reports } | Batch::Bare(reports) => reports,
+    };
+    crate::ingest::check_batch_size(&state, items.len())?;
+    let mut raws = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        raws.push(
+            serde_json::from_value::<RawReport>(item)
+                .map_err(|e| HubError::Invalid(format!("reports[{index}]: {e}")))?,
+        );
+    }
+    let results = crate::ingest::ingest_batch(&state, &entry, raws, "rest").await?;
+    let mut status = StatusCode::ACCEPTED;
+    let mut answers = Vec::with_capacity(results.len());
+    for (id, result) in results {
+        match result {
+            Ok(()) => answers.push(json!({ "id": id, "status": "accepted" })),
+            Err(error) => {
+                let code =
+                    StatusCode::from_u16(error.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                if code == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::ACCEPTED {
+                    status = code;
+                }
+                answers.push(json!({ "id": id, "status": "refused", "error": error.to_string() }));
+            }
+        }
+    }
+    let mut response = (status, axum::Json(json!({ "reports": answers }))).into_response();
+    if status != StatusCode::ACCEPTED {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+async fn feed(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Query(query): Query<FeedQuery>,
+) -> Result<Response, HubError> {
+    let entry = authenticate(&state, &headers).await?;
+    let max = query
+        .max
+        .unwrap_or(100)
+        .clamp(1, state.settings.limits.max_feed);
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_FEED_WAIT);
+    let messages = state.bus.fetch(&entry.participant.id, max, wait).await?;
+    let reports: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice(m).ok())
+        .collect();
+    Ok(axum::Json(json!({ "reports": reports })).into_response())
+}
+
+fn require_admin(state: &HubState, headers: &HeaderMap) -> Result<(), HubError> {
+    let Some(expected) = &state.settings.admin_token_sha256 else {
+        return Err(HubError::Forbidden(
+            "the admin API is off: set admin_token_sha256 in the hub config".into(),
+        ));
+    };
+    match bearer(headers) {
+        Some(token) if token_matches(token, expected) => Ok(()),
+        Some(_) => Err(HubError::Unauthenticated("wrong admin token".into())),
+        None => Err(HubError::Unauthenticated(
+            "send the admin token as `Authorization: Bearer TOKEN`".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    name: String,
+    organisation: String,
+    #[serde(default)]
+    own_networks: Vec<String>,
+    #[serde(default)]
+    own_hosts: Vec<String>,
+    #[serde(default)]
+    subscription: Subscription,
+}
+
+async fn register(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    require_admin(&state, &headers)?;
+    let request: RegisterRequest = parse_json(&body)?;
+    let own_networks = request
+        .own_networks
+        .iter()
+        .map(|n| {
+            n.parse::<IpPrefix>()
+                .map_err(|e| HubError::Invalid(format!("own_networks: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (participant, key) = crate::register_participant(
+        &state,
+        NewParticipant {
+            name: request.name,
+            organisation: request.organisation,
+            own_networks,
+            own_hosts: request.own_hosts,
+            subscription: request.subscription,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "id": participant.id, "name": participant.name, "api_key": key })),
+    )
+        .into_response())
+}
+
+async fn add_key(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, HubError> {
+    require_admin(&state, &headers)?;
+    if state.pipeline.store.participant(&id).await?.is_none() {
+        return Err(HubError::NotFound(format!("no participant `{id}`")));
+    }
+    let key = generate_api_key()?;
+    state
+        .pipeline
+        .store
+        .add_api_key(&id, &hash_api_key(&key))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "api_key": key }))).into_response())
+}
