@@ -13,7 +13,7 @@ use http::Version;
 
 #[path = "common/traffic.rs"]
 mod traffic;
-use traffic::{Req, attack_traffic, clean_traffic};
+use traffic::{Req, attack_traffic, clean_traffic, gateway_get, order_json_2k, typical_get};
 
 fn bench_set(c: &mut Criterion, name: &str, engine: &Engine, requests: &[Req]) {
     let client = ClientInfo {
@@ -49,6 +49,9 @@ fn engine_benches(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default(), &[]).expect("engine builds");
     bench_set(c, "clean", &engine, &clean_traffic());
     bench_set(c, "attack", &engine, &attack_traffic());
+    bench_set(c, "get_typical", &engine, &[typical_get()]);
+    bench_set(c, "get_gateway", &engine, &[gateway_get()]);
+    bench_set(c, "post_json_2k", &engine, &[order_json_2k()]);
     c.bench_function("engine_new", |b| {
         b.iter(|| black_box(Engine::new(EngineConfig::default(), &[]).unwrap()))
     });

@@ -1,6 +1,6 @@
 //! Tight loop over the benchmark traffic, for profilers (callgrind, perf).
 //!
-//! `cargo run --release -p apiguard-detect --example bench_loop -- clean|attack [ITERATIONS]`
+//! `cargo run --release -p apiguard-detect --example bench_loop -- clean|attack|get_typical|get_gateway|post_json_2k [ITERATIONS]`
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -12,16 +12,18 @@ use http::Version;
 
 #[path = "../benches/common/traffic.rs"]
 mod traffic;
-use traffic::{attack_traffic, clean_traffic};
+use traffic::{attack_traffic, clean_traffic, gateway_get, order_json_2k, typical_get};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "clean".into());
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(2000);
-    let requests = if which == "attack" {
-        attack_traffic()
-    } else {
-        clean_traffic()
+    let requests = match which.as_str() {
+        "attack" => attack_traffic(),
+        "get_typical" => vec![typical_get()],
+        "get_gateway" => vec![gateway_get()],
+        "post_json_2k" => vec![order_json_2k()],
+        _ => clean_traffic(),
     };
     let engine = Engine::new(EngineConfig::default(), &[]).expect("engine builds");
     let client = ClientInfo {

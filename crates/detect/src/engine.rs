@@ -13,6 +13,7 @@ use crate::error::RuleError;
 use crate::evidence::{redact, snippet_around};
 use crate::gate::{Bits, Features};
 use crate::normalize::{self, Transform, apply_chain, base64};
+use crate::rules::fast::FastScratch;
 use crate::rules::{Gate, Rule, RuleSet};
 use crate::target::{Target, TargetKind};
 
@@ -96,7 +97,7 @@ impl Engine {
             sink.anomaly(anomaly);
         }
         let mut scratch = Scratch {
-            armed: Bits::with_len(self.rules.rules.len()),
+            fast: FastScratch::new(self.rules.rules.len()),
             local: Vec::new(),
             local_len: 0,
         };
@@ -140,7 +141,7 @@ impl Engine {
         // A value that carries its own query string (a URL in a Referer, a form field whose
         // `=` was encoded once more, `a=1&b=2` in a JSON string) reaches an application that
         // splits it again: inspect each embedded argument value on its own too.
-        if embedded_candidate(target.kind) {
+        if embedded_candidate(target.kind) && decoded.contains('=') {
             for sub in embedded_values(&decoded) {
                 let sub_decoded = normalize::decode(sub);
                 self.run_groups(&ctx, sub, &sub_decoded, false, sink, scratch);
@@ -159,15 +160,35 @@ impl Engine {
     ) {
         let gate = &self.rules.gate;
         let features = Features::of(decoded);
-        let raw_is_decoded = raw.len() == decoded.len() && raw == decoded;
+        let raw_is_decoded = (std::ptr::eq(raw.as_ptr(), decoded.as_ptr())
+            && raw.len() == decoded.len())
+            || raw == decoded;
         let Scratch {
-            armed,
+            fast,
             local,
             local_len,
         } = scratch;
+        // The fast path (see `rules::fast`): a value on which no rule can fire is done after
+        // one byte pass and at most one or two literal searches.
+        let mut scanned = false;
+        if self.prefilter && raw_is_decoded {
+            if fast.remembered(ctx.bit, decoded) {
+                return;
+            }
+            if self
+                .rules
+                .fast_silent(ctx.bit, decoded, &features, fast, &mut scanned)
+            {
+                fast.remember(ctx.bit, decoded);
+                return;
+            }
+        }
+        let armed = &mut fast.armed;
         *local_len = 0;
-        armed.clear();
-        scan(gate, decoded, &features, armed);
+        if !scanned {
+            armed.clear();
+            scan(gate, decoded, &features, armed);
+        }
         let transparent_mask = features.transparent_mask(decoded, self.rules.transform_mask);
         // Detector prefilters, computed once per value.
         let mut detector_gate: [Option<bool>; 5] = [None; 5];
@@ -334,7 +355,8 @@ impl Engine {
 
 /// Reusable per-request buffers.
 struct Scratch {
-    armed: Bits,
+    /// The fast path's buffers; `fast.armed` is the literal scan of the current value.
+    fast: FastScratch,
     /// Prefilter results of transformed texts of the current value (`local_len` in use).
     local: Vec<GateCache>,
     local_len: usize,
@@ -363,7 +385,7 @@ impl TargetCtx<'_> {
 }
 
 /// Arms the rules whose required literals occur in `text` (whose features are `f`).
-fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) {
+pub(crate) fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) {
     let Some(ac) = &gate.literals else {
         return;
     };
@@ -432,15 +454,11 @@ pub(crate) fn embedded_values(text: &str) -> impl Iterator<Item = &str> {
             }
         }
     }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|s| s - 1)
-        .chain(std::iter::once(text.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
+    (0..starts.len())
+        .map(move |i| {
+            let end = starts.get(i + 1).map_or(text.len(), |s| s - 1);
+            (starts[i], end)
+        })
         .filter_map(move |(start, end)| {
             let piece = &text[start..end];
             let eq = piece.find('=')?;
@@ -722,6 +740,117 @@ mod tests {
             (None, None) => Bytes::new(),
         };
         Some((method, uri, headers, body))
+    }
+
+    /// Calls `each` with every request of the dev corpus (set `APIGUARD_CORPUS` to another
+    /// directory); false when the corpus is absent.
+    fn for_each_corpus_request(mut each: impl FnMut(&RequestView<'_>, &serde_json::Value)) -> bool {
+        let dir = std::env::var("APIGUARD_CORPUS")
+            .unwrap_or_else(|_| "/work/shared/corpus/dev".to_string());
+        let client = ClientInfo {
+            peer: SocketAddr::from(([192, 0, 2, 1], 5555)),
+            tls: false,
+            client_cert_subject: None,
+            client_cert_sans: vec![],
+        };
+        for file in ["attacks.jsonl", "benign.jsonl"] {
+            let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else {
+                eprintln!("corpus {dir}/{file} not found; skipped");
+                return false;
+            };
+            for raw in text.lines().filter(|l| !l.trim().is_empty()) {
+                let line: serde_json::Value = serde_json::from_str(raw).expect("JSON line");
+                let Some((method, uri, headers, body)) = corpus_request(&line) else {
+                    continue;
+                };
+                let view = RequestView {
+                    method: &method,
+                    uri: &uri,
+                    version: Version::HTTP_11,
+                    headers: &headers,
+                    client: &client,
+                    route: "test",
+                    request_id: "t",
+                    body: Some(&body),
+                };
+                each(&view, &line);
+            }
+        }
+        true
+    }
+
+    /// The fast path only skips values on which no rule fires: on every value of the dev
+    /// corpus that it skips (targets, embedded arguments, base64 texts), the whole rule set
+    /// run without any prefilter finds nothing, for plain and for base64-only rules.
+    #[test]
+    fn fast_path_never_skips_a_value_on_which_a_rule_fires() {
+        let gated = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        let mut full = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        full.prefilter = false;
+        let rule_count = gated.rules.rules.len();
+        let (mut values, mut skipped) = (0usize, 0usize);
+        let found = for_each_corpus_request(|view, line| {
+            let collected = collect::collect(view, &gated.config);
+            for (index, target) in collected.targets.iter().enumerate() {
+                if target.value.is_empty() {
+                    continue;
+                }
+                let decoded = normalize::decode(&target.value);
+                let mut pieces: Vec<(String, String)> =
+                    vec![(target.value.clone(), decoded.to_string())];
+                for sub in embedded_values(&decoded) {
+                    pieces.push((sub.to_string(), normalize::decode(sub).into_owned()));
+                }
+                if let Some(text) = base64::decode_runs(&decoded, target.kind == TargetKind::Path) {
+                    let text_decoded = normalize::decode(&text).into_owned();
+                    pieces.push((text, text_decoded));
+                }
+                let bit = target.group().bit();
+                for (raw, dec) in &pieces {
+                    values += 1;
+                    let features = Features::of(dec);
+                    let mut fast = FastScratch::new(rule_count);
+                    let mut scanned = false;
+                    if raw != dec
+                        || !gated
+                            .rules
+                            .fast_silent(bit, dec, &features, &mut fast, &mut scanned)
+                    {
+                        continue;
+                    }
+                    skipped += 1;
+                    let mut sink = Sink {
+                        engine: &full,
+                        findings: Vec::new(),
+                        seen: Vec::new(),
+                    };
+                    let mut scratch = Scratch {
+                        fast: FastScratch::new(rule_count),
+                        local: Vec::new(),
+                        local_len: 0,
+                    };
+                    let ctx = TargetCtx {
+                        index,
+                        target,
+                        bit,
+                        display: OnceCell::new(),
+                    };
+                    for from_base64 in [false, true] {
+                        full.run_groups(&ctx, raw, dec, from_base64, &mut sink, &mut scratch);
+                    }
+                    assert!(
+                        sink.seen.is_empty(),
+                        "the fast path skipped {target} = {raw:?} of {} on which {:?} fire",
+                        line["id"],
+                        sink.findings
+                    );
+                }
+            }
+        });
+        if found {
+            eprintln!("fast path: {skipped} of {values} values skipped");
+            assert!(skipped > 0);
+        }
     }
 
     /// The prefilter only skips work on the whole labelled dev corpus too (set

@@ -41,11 +41,25 @@ impl Features {
     }
 
     /// The mask (see [`Transform::bit`]) of the transforms that are transparent on `text`.
+    /// Only transforms whose trigger bytes occur are looked at more closely, so a plain value
+    /// costs a few mask tests.
     pub(crate) fn transparent_mask(&self, text: &str, wanted: u16) -> u16 {
-        Transform::ALL
-            .iter()
-            .filter(|t| wanted & t.bit() != 0 && self.transparent(**t, text))
-            .fold(0, |m, t| m | t.bit())
+        if !self.non_ascii && !self.intersects(&ANY_TRIGGER) {
+            return wanted;
+        }
+        let mut mask = wanted;
+        for t in Transform::ALL {
+            let bit = t.bit();
+            if wanted & bit == 0 {
+                continue;
+            }
+            let trigger = TRIGGERS[t as usize];
+            let maybe = (t.non_ascii_sensitive() && self.non_ascii) || self.intersects(&trigger);
+            if maybe && !self.transparent(t, text) {
+                mask &= !bit;
+            }
+        }
+        mask
     }
 
     /// Whether `t` leaves `text` (whose features these are) unchanged up to ASCII case, so
@@ -78,6 +92,48 @@ impl Features {
             Transform::Decode => !self.non_ascii && !self.any(b"%&\\\0"),
         }
     }
+}
+
+/// Per transform (by discriminant): the ASCII bytes without which it is transparent (see
+/// [`Features::transparent`]; non-ASCII input is [`Transform::non_ascii_sensitive`]).
+const TRIGGERS: [[u64; 2]; 13] = [
+    exact_mask(b"%&\\\0"),          // Decode
+    exact_mask(b"%"),               // UrlDecode
+    exact_mask(b"&"),               // HtmlDecode
+    exact_mask(b"\\"),              // JsDecode
+    exact_mask(b""),                // Unicode
+    exact_mask(b"\0"),              // RemoveNulls
+    exact_mask(b""),                // Lowercase
+    exact_mask(b" \t\n\r\x0b\x0c"), // CompressWhitespace
+    exact_mask(b" \t\n\r\x0b\x0c"), // RemoveWhitespace
+    exact_mask(b"#*-"),             // RemoveComments
+    exact_mask(b"'\"^\\$`{"),       // Shell
+    exact_mask(b"\\/"),             // Path
+    exact_mask(b"$"),               // Log4j
+];
+
+/// The union of [`TRIGGERS`].
+const ANY_TRIGGER: [u64; 2] = {
+    let mut m = [0u64; 2];
+    let mut i = 0;
+    while i < TRIGGERS.len() {
+        m[0] |= TRIGGERS[i][0];
+        m[1] |= TRIGGERS[i][1];
+        i += 1;
+    }
+    m
+};
+
+/// A byte mask of exactly `bytes` (ASCII only).
+const fn exact_mask(bytes: &[u8]) -> [u64; 2] {
+    let mut m = [0u64; 2];
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        m[(b >> 6) as usize] |= 1u64 << (b & 63);
+        i += 1;
+    }
+    m
 }
 
 /// A byte mask of `bytes`, both ASCII cases of letters.
@@ -116,6 +172,24 @@ impl Bits {
 
     pub(crate) fn intersects(&self, other: &Bits) -> bool {
         self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+
+    /// The indexes set in both `self` and `other`.
+    pub(crate) fn iter_and<'a>(&'a self, other: &'a Bits) -> impl Iterator<Item = usize> + 'a {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .enumerate()
+            .flat_map(|(w, (a, b))| {
+                let mut word = a & b;
+                std::iter::from_fn(move || {
+                    (word != 0).then(|| {
+                        let bit = word.trailing_zeros() as usize;
+                        word &= word - 1;
+                        w * 64 + bit
+                    })
+                })
+            })
     }
 }
 

@@ -142,6 +142,53 @@ const STRUCTURED_HEADERS: &[&str] = &[
     "authorization",
 ];
 
+/// Every target kind.
+pub(crate) const ALL_KINDS: [TargetKind; 20] = [
+    TargetKind::Method,
+    TargetKind::Path,
+    TargetKind::QueryName,
+    TargetKind::QueryValue,
+    TargetKind::FormName,
+    TargetKind::FormValue,
+    TargetKind::JsonKey,
+    TargetKind::JsonValue,
+    TargetKind::MultipartName,
+    TargetKind::MultipartValue,
+    TargetKind::MultipartFilename,
+    TargetKind::PartHeader,
+    TargetKind::XmlValue,
+    TargetKind::XmlDeclaration,
+    TargetKind::GraphqlQuery,
+    TargetKind::GraphqlArgument,
+    TargetKind::Header,
+    TargetKind::CookieName,
+    TargetKind::Cookie,
+    TargetKind::Body,
+];
+
+/// The bit set of the target groups whose targets an exact-target selector (`header:referer`,
+/// `query:*`; see `rules::selector_matches`) may name; every group when unsure.
+pub(crate) fn selector_groups(selector: &str) -> u16 {
+    let all = u16::MAX;
+    let lower = selector.to_ascii_lowercase();
+    let (prefix, name) = match lower.split_once(':') {
+        Some(pair) => pair,
+        // `method`, `path`, `body`, or a prefix pattern such as `json*`.
+        None => return all,
+    };
+    let Some(kind) = ALL_KINDS.iter().find(|k| k.prefix() == prefix) else {
+        return all;
+    };
+    if *kind != TargetKind::Header {
+        return kind.group().bit();
+    }
+    match name.strip_suffix('*') {
+        Some(_) => TargetGroup::Headers.bit() | TargetGroup::StructuredHeaders.bit(),
+        None if name.contains('*') => all,
+        None => Target::new(TargetKind::Header, name, "").group().bit(),
+    }
+}
+
 impl TargetGroup {
     pub(crate) fn parse(name: &str) -> Option<TargetGroup> {
         Some(match name {

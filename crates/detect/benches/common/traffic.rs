@@ -104,3 +104,79 @@ pub fn attack_traffic() -> Vec<Req> {
         ),
     ]
 }
+
+fn req_with(method: &str, uri: &str, headers_in: &[(&'static str, &str)], body: &str) -> Req {
+    let mut headers = HeaderMap::new();
+    for (k, v) in headers_in {
+        headers.append(
+            HeaderName::from_static(k),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let size = (method.len() + uri.len() + header_bytes + body.len()) as u64;
+    Req {
+        method: Method::from_bytes(method.as_bytes()).unwrap(),
+        uri: uri.parse().unwrap(),
+        headers,
+        body: Bytes::from(body.to_string()),
+        size,
+    }
+}
+
+/// A typical browser GET: eight ordinary headers (two cookies, a Referer) and a short query.
+pub fn typical_get() -> Req {
+    req_with(
+        "GET",
+        "/api/v1/products?category=books&page=2",
+        &[
+            ("host", "shop.example.com"),
+            (
+                "user-agent",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+            ),
+            (
+                "accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+            ),
+            ("accept-encoding", "gzip, deflate, br, zstd"),
+            ("accept-language", "en-US,en;q=0.9,fr;q=0.8"),
+            ("cookie", "session=4f9a8b7c6d5e4f3a2b1c0d9e; theme=dark"),
+            ("referer", "https://shop.example.com/catalog/books?page=1"),
+            ("x-request-id", "9b2f0c1e-7d4a-4c55-8e1b-3f2a1d0c9e88"),
+        ],
+        "",
+    )
+}
+
+/// The small GET of the gateway benchmark (`/work/shared/bench`).
+pub fn gateway_get() -> Req {
+    req_with(
+        "GET",
+        "/api/users/42?q=hello",
+        &[
+            ("host", "localhost"),
+            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) bench/1.0"),
+            ("accept", "application/json"),
+        ],
+        "",
+    )
+}
+
+/// The 2 KB JSON order of the gateway benchmark (`post-json-2k.lua`).
+pub fn order_json_2k() -> Req {
+    let body = include_str!("post-json-2k.json");
+    req_with(
+        "POST",
+        "/api/orders",
+        &[
+            ("host", "localhost"),
+            ("content-type", "application/json"),
+            ("content-length", &body.len().to_string()),
+        ],
+        body,
+    )
+}

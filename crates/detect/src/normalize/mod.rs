@@ -79,6 +79,20 @@ impl Transform {
         Transform::Log4j,
     ];
 
+    /// Whether non-ASCII input may make this transform change more than ASCII case (see
+    /// `gate::Features::transparent`).
+    pub(crate) fn non_ascii_sensitive(self) -> bool {
+        matches!(
+            self,
+            Transform::Decode
+                | Transform::Unicode
+                | Transform::Lowercase
+                | Transform::CompressWhitespace
+                | Transform::RemoveWhitespace
+                | Transform::Shell
+        )
+    }
+
     pub(crate) fn apply<'a>(self, input: &'a str) -> Cow<'a, str> {
         match self {
             Transform::Decode => decode(input),

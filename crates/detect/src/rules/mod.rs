@@ -3,6 +3,7 @@
 //! literals of every rule in one Aho-Corasick automaton) so a clean value costs one pass and
 //! only the rules whose literals occur run.
 
+pub(crate) mod fast;
 mod format;
 pub(crate) mod prefilter;
 
@@ -89,6 +90,15 @@ fn selector_matches(pattern: &str, display: &str) -> bool {
 }
 
 impl ChainGroup {
+    /// Every member rule's index.
+    pub(crate) fn member_rules(&self) -> impl Iterator<Item = usize> + '_ {
+        self.regexes
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(self.phrase_members.iter().copied())
+            .chain(self.detectors.iter().map(|(i, _)| *i))
+    }
+
     /// Whether any rule of this group may inspect `target` (shown as `display`).
     pub(crate) fn may_apply<'a>(&self, bit: u16, display: impl Fn() -> &'a str) -> bool {
         self.group_mask & bit != 0 || self.includes.iter().any(|p| selector_matches(p, display()))
@@ -143,6 +153,10 @@ pub(crate) struct RuleSet {
     pub gate: Gate,
     /// Union of the groups' transform masks.
     pub transform_mask: u16,
+    /// Per target group (by bit index): the per-value fast path.
+    pub plans: Vec<fast::FastPlan>,
+    /// Per rule: how the fast path runs it.
+    pub fast_ops: Vec<Option<fast::FastOp>>,
 }
 
 struct Pending {
@@ -217,11 +231,15 @@ impl RuleSet {
             .map(|p| build_group(p, &rules, &gate))
             .collect::<Result<Vec<_>, _>>()?;
         let transform_mask = groups.iter().fold(0, |m, g| m | g.rest_mask);
+        let plans = fast::FastPlan::build(&groups, &rules, &gate);
+        let fast_ops = fast::fast_ops(&groups, rules.len());
         Ok(RuleSet {
             rules,
             groups,
             gate,
             transform_mask,
+            plans,
+            fast_ops,
         })
     }
 }

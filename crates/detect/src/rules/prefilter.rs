@@ -14,6 +14,9 @@ const MAX_SET: usize = 64;
 const MAX_LEN: usize = 24;
 /// Largest character class turned into single-character literals.
 const MAX_CLASS: usize = 12;
+/// Punctuation that ordinary values are full of (paths, URLs, numbers, dates, prose, browser
+/// user agents): a poor required literal.
+const COMMON: &[u8] = b" /.-:,;()_";
 
 #[derive(Debug, Clone, Default)]
 struct Info {
@@ -61,11 +64,12 @@ fn normalize(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// How selective a set is: its shortest literal, then fewer literals.
 fn quality(set: &[Vec<u8>]) -> (usize, usize) {
     let min = set.iter().map(Vec::len).min().unwrap_or(0);
-    // Single letters and digits occur in almost every value; punctuation is rarer.
+    // Single letters and digits occur in almost every value, and so does the punctuation of
+    // ordinary text, URLs, numbers and dates; other punctuation is rarer.
     let weighted = if min == 1
         && set
             .iter()
-            .any(|l| l.len() == 1 && l[0].is_ascii_alphanumeric())
+            .any(|l| l.len() == 1 && (l[0].is_ascii_alphanumeric() || COMMON.contains(&l[0])))
     {
         0
     } else {
@@ -138,9 +142,17 @@ fn walk(hir: &Hir) -> Info {
             } else {
                 None
             };
+            // `x{n,}` contains `n` copies of one of `x`'s strings in a row.
+            let repeated = match &sub.exact {
+                Some(e) if rep.min >= 2 && e.len() == 1 => {
+                    let copies = (rep.min as usize).min(4);
+                    Some(vec![e[0].repeat(copies)])
+                }
+                _ => None,
+            };
             Info {
                 exact,
-                required: best(sub.required, sub.exact),
+                required: best(best(sub.required, sub.exact), repeated),
             }
         }
         HirKind::Capture(cap) => walk(&cap.sub),
@@ -258,5 +270,8 @@ mod tests {
         assert_eq!(lits(r"a?"), None);
         assert_eq!(lits(r"[\r\n]"), Some(vec!["\n".into(), "\r".into()]));
         assert_eq!(lits(r"x|\d+"), None);
+        // Repetitions of one string require that many copies; common punctuation loses.
+        assert_eq!(lits(r"\.{2,}/"), Some(vec!["..".into()]));
+        assert_eq!(lits(r"/(?:ab|[^/]+~)"), Some(vec!["ab".into(), "~".into()]));
     }
 }
