@@ -319,13 +319,3 @@ rules:
         "{text}"
     );
 }
-
-fn stream_client<B>()
--> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}

@@ -314,7 +314,7 @@ async fn body_and_header_limits_are_enforced() {
         futures_util::stream::iter((0..10).map(|_| {
             Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'y'; 400])))
         }));
-    let streamed = h1_client_stream()
+    let streamed = stream_client()
         .request(
             Request::post(gw.url("/upload"))
                 .body(http_body_util::StreamBody::new(chunks))
@@ -323,16 +323,6 @@ async fn body_and_header_limits_are_enforced() {
         .await
         .unwrap();
     assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
-}
-
-fn h1_client_stream<B>()
--> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 #[tokio::test]

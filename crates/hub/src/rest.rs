@@ -96,19 +96,7 @@ pub async fn authenticate(
     state: &HubState,
     headers: &HeaderMap,
 ) -> Result<Arc<ParticipantEntry>, HubError> {
-    let key = bearer(headers).ok_or_else(|| {
-        HubError::Unauthenticated("send the API key as `Authorization: Bearer KEY`".into())
-    })?;
-    if key.len() > 256 {
-        return Err(HubError::Unauthenticated("unknown API key".into()));
-    }
-    let participant = state
-        .pipeline
-        .store
-        .participant_by_key_hash(&hash_api_key(key))
-        .await?
-        .ok_or_else(|| HubError::Unauthenticated("unknown API key".into()))?;
-    Ok(state.pipeline.remember(participant))
+    crate::ingest::authenticate(state, bearer(headers)).await
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HubError> {
