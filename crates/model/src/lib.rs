@@ -10,5 +10,7 @@ pub mod request;
 pub mod threat;
 
 pub use event::{EventKind, SecurityEvent};
-pub use pipeline::{Action, Finding, Outcome, RequestContext, Severity, Stage};
+pub use pipeline::{
+    Action, AuthMethod, Finding, Identity, Outcome, RequestContext, Severity, Stage,
+};
 pub use request::{ClientInfo, RequestView};

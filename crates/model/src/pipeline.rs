@@ -70,7 +70,32 @@ pub struct RequestContext {
     /// Every finding so far, in stage order.
     pub findings: Vec<Finding>,
     /// The authenticated identity, once an authentication stage set it.
-    pub identity: Option<String>,
+    pub identity: Option<Identity>,
+}
+
+/// How a client proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A verified JSON Web Token (bearer).
+    Jwt,
+    /// An API key matched against the configured (hashed) keys.
+    ApiKey,
+    /// A client certificate verified by the listener's TLS (mTLS).
+    Mtls,
+}
+
+/// Who the request is from, as the authentication stage proved it; later stages
+/// (authorisation, rate limits, behaviour) key on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The stable principal: the token's `sub`, the API key's configured name, or the
+    /// certificate's subject (or first SAN when the subject is empty).
+    pub subject: String,
+    pub method: AuthMethod,
+    /// The token's claims (a JSON object); for API keys and certificates, the configured
+    /// attributes and the certificate's SANs. Empty object when there is nothing to say.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RequestContext {
