@@ -44,6 +44,10 @@ enum Command {
         /// The gateway configuration (YAML). See docs/configuration.md.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Worker threads serving traffic, each a single-threaded runtime with its own
+        /// upstream connections (default: one per CPU the process may run on).
+        #[arg(long, value_name = "N")]
+        workers: Option<std::num::NonZeroUsize>,
     },
     /// Check a configuration file without running it.
     ///
@@ -108,8 +112,20 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// One single-threaded runtime per core serves traffic; the main thread's runtime handles
 /// signals, reloads and the admin endpoint.
-fn run_gateway(config: &std::path::Path) -> Result<(), String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+fn run_gateway(
+    config: &std::path::Path,
+    workers: Option<std::num::NonZeroUsize>,
+) -> Result<(), String> {
+    // The worker count is fixed at start: read it before the threads exist. A file that
+    // does not parse fails again, with every problem listed, in `Gateway::start_on`.
+    let configured = apiguard_gateway::load::read_config(config)
+        .ok()
+        .and_then(|(c, _)| c.workers)
+        .and_then(std::num::NonZeroUsize::new);
+    let cores = workers
+        .or(configured)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, |n| n.get());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     let mut threads = Vec::new();
@@ -222,9 +238,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, workers } => {
             init_logging();
-            match run_gateway(&config) {
+            match run_gateway(&config, workers) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("{error}");

@@ -403,3 +403,75 @@ async fn the_demo_serves_the_sample_api_through_the_gateway() {
         "the partner gateway never applied the shared indicator"
     );
 }
+
+/// The acceptor hands each new connection to the worker with the fewest open ones, so ten
+/// keep-alive clients end up five and five, whatever the kernel would have hashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = TestUpstream::start().await.unwrap();
+    let gw = GatewayProcess::start(upstream.addr(), "workers: 2\naccess_log: {enabled: false}");
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"GET /echo HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer proves that a worker serves the connection; it stays open (keep-alive).
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        clients.push(stream);
+    }
+    let (_, metrics) = get_status(&format!("http://{}/metrics", gw.admin)).await;
+    let open = |worker: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "apiguard_worker_connections{{worker=\"{worker}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    assert_eq!(
+        (open("0"), open("1")),
+        (Some(5), Some(5)),
+        "connections per worker:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("worker_connections"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // A worker's count falls as its connections close.
+    clients.truncate(4);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = get_status(&format!("http://{}/metrics", gw.admin)).await;
+        let total: u32 = metrics
+            .lines()
+            .filter(|l| l.starts_with("apiguard_worker_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u32>().ok())
+            .sum();
+        if total == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} connections still counted open, 4 are"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_worker_count_of_zero_is_refused() {
+    let (ok, out) = validate(
+        "listeners: [{address: \"127.0.0.1:8080\"}]\nupstreams: {u: {targets: [\"127.0.0.1:9\"]}}\nroutes: [{id: a, upstream: u}]\nworkers: 0\n",
+    );
+    assert!(!ok);
+    assert!(out.contains("workers: 0"), "{out}");
+}

@@ -42,6 +42,13 @@ pub struct Config {
     /// Hot reload behaviour.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Worker threads serving traffic, each a single-threaded runtime with its own upstream
+    /// connections (nginx's `worker_processes`). Default: one per CPU the process may use.
+    /// Fewer than the CPUs is faster when the load generator or the upstream share the
+    /// machine (see docs/benchmarks.md). Read at start only; `--workers` overrides it.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub workers: Option<usize>,
 }
 
 /// One listening socket.

@@ -12,6 +12,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use prometheus::IntGauge;
+
+use crate::metrics::Metrics;
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::ListenerSettings;
 
@@ -24,19 +27,15 @@ const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 /// Time allowed for a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds a listening socket with a deep backlog and address reuse (fast restarts). With
-/// `shared_port`, several sockets bind the same address and the kernel spreads connections
-/// over them (one per worker). It registers with the runtime of the calling context.
-pub fn bind(address: SocketAddr, shared_port: bool) -> io::Result<TcpListener> {
+/// Binds a listening socket with a deep backlog and address reuse (fast restarts). It
+/// registers with the runtime of the calling context.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    if shared_port {
-        socket.set_reuseport(true)?;
-    }
     socket.bind(address)?;
     socket.listen(4096)
 }
@@ -49,12 +48,46 @@ pub struct Drain {
     pub alive: mpsc::Sender<()>,
 }
 
-/// Accepts connections until shutdown.
+/// The worker runtimes that serve connections, and how many each has open. One acceptor
+/// hands every new connection to the worker with the fewest: SO_REUSEPORT's hash would
+/// place wrk's 64 connections 36/28 or worse, and the fuller worker's queue then sets the p99,
+/// while one socket polled by every worker lets the first one awake take a whole burst.
+pub struct WorkerSet {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Open connections per worker (`apiguard_worker_connections{worker}`).
+    open: Vec<IntGauge>,
+}
+
+impl WorkerSet {
+    pub fn new(handles: &[tokio::runtime::Handle], metrics: &Metrics) -> Arc<WorkerSet> {
+        Arc::new(WorkerSet {
+            handles: handles.to_vec(),
+            open: (0..handles.len())
+                .map(|i| {
+                    metrics
+                        .worker_connections
+                        .with_label_values(&[&i.to_string()])
+                })
+                .collect(),
+        })
+    }
+
+    /// The worker with the fewest open connections (the lowest index on a tie).
+    fn least_loaded(&self) -> usize {
+        (0..self.open.len())
+            .min_by_key(|&i| self.open[i].get())
+            .unwrap_or(0)
+    }
+}
+
+/// Accepts connections until shutdown. With `workers`, each connection is served on the
+/// least-loaded worker runtime; without, on the runtime running this loop.
 pub async fn serve(
     listener: TcpListener,
     settings: Arc<ListenerSettings>,
     shared: Arc<Shared>,
     drain: Drain,
+    workers: Option<Arc<WorkerSet>>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let name: Arc<str> = settings.name.as_str().into();
@@ -94,10 +127,33 @@ pub async fn serve(
             name.clone(),
             open.clone(),
         );
-        tokio::spawn(async move {
-            open.inc();
-            serve_connection(stream, peer, &settings, shared, drain, name).await;
-            open.dec();
+        let Some(workers) = &workers else {
+            tokio::spawn(async move {
+                open.inc();
+                serve_connection(stream, peer, &settings, shared, drain, name).await;
+                open.dec();
+                drop(permit);
+            });
+            continue;
+        };
+        // The socket leaves this runtime's reactor and joins the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        let index = workers.least_loaded();
+        workers.open[index].inc();
+        let set = workers.clone();
+        workers.handles[index].spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(stream) {
+                open.inc();
+                serve_connection(stream, peer, &settings, shared, drain, name).await;
+                open.dec();
+            }
+            set.open[index].dec();
             drop(permit);
         });
     }

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub upstream_ejections: IntCounterVec,
     pub upstream_failures: IntCounterVec,
     pub open_connections: IntGaugeVec,
+    pub worker_connections: IntGaugeVec,
     pub rejected_connections: IntCounterVec,
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
@@ -84,6 +85,14 @@ impl Metrics {
         let open_connections = IntGaugeVec::new(
             Opts::new("open_connections", "Open client connections by listener"),
             &["listener"],
+        )
+        .expect("valid metric");
+        let worker_connections = IntGaugeVec::new(
+            Opts::new(
+                "worker_connections",
+                "Open client connections by worker thread (the acceptor balances them)",
+            ),
+            &["worker"],
         )
         .expect("valid metric");
         let rejected_connections = IntCounterVec::new(
@@ -157,6 +166,7 @@ impl Metrics {
             Box::new(upstream_ejections.clone()),
             Box::new(upstream_failures.clone()),
             Box::new(open_connections.clone()),
+            Box::new(worker_connections.clone()),
             Box::new(rejected_connections.clone()),
             Box::new(config_version.clone()),
             Box::new(config_reloads.clone()),
@@ -179,6 +189,7 @@ impl Metrics {
             upstream_ejections,
             upstream_failures,
             open_connections,
+            worker_connections,
             rejected_connections,
             config_version,
             config_reloads,

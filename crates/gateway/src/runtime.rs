@@ -72,9 +72,10 @@ impl Gateway {
         Self::start_on(config_path, &[tokio::runtime::Handle::current()]).await
     }
 
-    /// Like [`Gateway::start`], with traffic served by `workers`: each worker runtime gets its
-    /// own socket on every listener (SO_REUSEPORT) and its own upstream connections. Call it
-    /// from worker threads marked with [`crate::worker::set_current`] in `workers` order.
+    /// Like [`Gateway::start`], with traffic served by `workers`: the calling runtime accepts
+    /// and hands each connection to the worker with the fewest open ones; each worker keeps its
+    /// own upstream connections. Call it from the control runtime, with worker threads marked
+    /// with [`crate::worker::set_current`] in `workers` order.
     pub async fn start_on(
         config_path: &Path,
         workers: &[tokio::runtime::Handle],
@@ -95,29 +96,27 @@ impl Gateway {
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         metrics.config_version.set(1);
 
-        // bound[listener][worker]
-        let mut bound: Vec<Vec<tokio::net::TcpListener>> = Vec::new();
+        // One socket per listener, accepted on this (control) runtime, which hands each
+        // connection to the least-loaded worker when there are several.
+        let worker_set = (workers.len() > 1).then(|| listener::WorkerSet::new(workers, &metrics));
+        let local_worker = workers.first().cloned();
+        let mut bound: Vec<tokio::net::TcpListener> = Vec::new();
         let mut listen_addrs = Vec::new();
         for settings in &snapshot.listeners {
-            let mut address = settings.address;
-            let mut sockets = Vec::new();
-            for handle in workers {
-                let _context = handle.enter();
-                let socket = listener::bind(address, workers.len() > 1)
-                    .map_err(|source| StartError::Bind { address, source })?;
-                // A port-0 listener gets its port from the first socket; the others join it.
-                if let Ok(local) = socket.local_addr() {
-                    address = local;
-                }
-                sockets.push(socket);
-            }
-            listen_addrs.push(address);
-            bound.push(sockets);
+            let address = settings.address;
+            // A single worker accepts on its own runtime; the socket registers with it.
+            let _context = local_worker
+                .as_ref()
+                .filter(|_| worker_set.is_none())
+                .map(|handle| handle.enter());
+            let socket =
+                listener::bind(address).map_err(|source| StartError::Bind { address, source })?;
+            listen_addrs.push(socket.local_addr().unwrap_or(address));
+            bound.push(socket);
         }
         let admin_socket = match snapshot.admin {
             Some(address) => Some(
-                listener::bind(address, false)
-                    .map_err(|source| StartError::Bind { address, source })?,
+                listener::bind(address).map_err(|source| StartError::Bind { address, source })?,
             ),
             None => None,
         };
@@ -158,21 +157,28 @@ impl Gateway {
         });
         gateway.relink_hub(&gateway.snapshot());
 
-        for ((sockets, settings), address) in
+        for ((socket, settings), address) in
             bound.into_iter().zip(listener_settings).zip(&listen_addrs)
         {
             tracing::info!(listener = %settings.name, %address, tls = settings.tls.is_some(), workers = worker_count, "listening");
-            for (socket, handle) in sockets.into_iter().zip(workers) {
-                let drain = Drain {
-                    shutdown: shutdown_rx.clone(),
-                    alive: alive.clone(),
-                };
-                handle.spawn(listener::serve(
-                    socket,
-                    settings.clone(),
-                    shared.clone(),
-                    drain,
-                ));
+            let drain = Drain {
+                shutdown: shutdown_rx.clone(),
+                alive: alive.clone(),
+            };
+            let serve = listener::serve(
+                socket,
+                settings.clone(),
+                shared.clone(),
+                drain,
+                worker_set.clone(),
+            );
+            match (&worker_set, &local_worker) {
+                (None, Some(handle)) => {
+                    handle.spawn(serve);
+                }
+                _ => {
+                    tokio::spawn(serve);
+                }
             }
         }
         if let Some(socket) = admin_socket {

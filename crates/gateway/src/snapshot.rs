@@ -92,10 +92,21 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let _ = compile_detection(config, &mut problems);
+    check_workers(config, &mut problems);
     if let Some(hub) = &config.hub {
         let _ = HubSettings::resolve(hub, &mut problems);
     }
     problems
+}
+
+fn check_workers(config: &Config, problems: &mut Vec<Problem>) {
+    if let Some(workers) = config.workers
+        && !(1..=1024).contains(&workers)
+    {
+        problems.push(Problem::general(format!(
+            "workers: {workers} is not a worker count (1 to 1024)"
+        )));
+    }
 }
 
 fn compile_listeners(config: &Config, problems: &mut Vec<Problem>) -> Vec<Arc<ListenerSettings>> {
@@ -331,6 +342,7 @@ pub fn compile(
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let detection = compile_detection(config, &mut problems);
+    check_workers(config, &mut problems);
     let hub = config
         .hub
         .as_ref()

@@ -1,6 +1,7 @@
 //! Worker threads. The gateway runs one single-threaded runtime per core, each with its own
-//! listening socket (SO_REUSEPORT) and its own upstream connections, as nginx runs one
-//! process per core: a request never hops threads.
+//! upstream connections, as nginx runs one process per core; one acceptor hands each new
+//! connection to the least-loaded worker (see `listener::WorkerSet`), and from then on a
+//! request never hops threads.
 
 use std::cell::Cell;
 
