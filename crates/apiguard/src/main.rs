@@ -78,16 +78,154 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         partner: std::net::SocketAddr,
     },
-    /// Run the threat-intelligence hub with a configuration file.
+    /// Run the threat-intelligence hub with a configuration file, or manage its participants.
     ///
     /// Participants report threats over REST; the hub normalises and anonymises them and fans
     /// them out to every participant's feed through RabbitMQ (or, with no `broker` in the
     /// file, an in-process bus). SIGTERM or SIGINT stops it. See docs/hub.md.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Hub {
         /// The hub configuration (YAML). See docs/hub.md.
+        #[arg(short, long, value_name = "FILE", required = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<HubAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubAction {
+    /// Register a participant in the hub's store and print its API key (shown once).
+    ///
+    /// Works on the store the configuration names, with no hub running; with a `broker` in
+    /// the file it also declares the participant's queue, so a running hub delivers to it
+    /// at once. With a certificate (`--cert`, `--cert-sha256` or `--cert-subject`) the
+    /// participant authenticates with key and certificate (`--auth both`, the default) or
+    /// with the certificate alone (`--auth certificate`, no key is made).
+    Register {
+        /// The hub configuration (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// A unique short name (letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        name: String,
+        /// The organisation's name (never shared).
+        #[arg(long)]
+        organisation: String,
+        /// One of the participant's own networks (never shared as an indicator). Repeatable.
+        #[arg(long = "own-network", value_name = "CIDR")]
+        own_networks: Vec<String>,
+        /// One of the participant's own host names (scrubbed from its reports). Repeatable.
+        #[arg(long = "own-host", value_name = "NAME")]
+        own_hosts: Vec<String>,
+        /// How it authenticates: api_key, certificate or both.
+        #[arg(long, value_name = "MODE")]
+        auth: Option<String>,
+        /// A client certificate (PEM) that identifies it, pinned by its SHA-256. Repeatable.
+        #[arg(long = "cert", value_name = "FILE")]
+        cert_files: Vec<PathBuf>,
+        /// A client certificate's SHA-256 fingerprint (hex, colons allowed). Repeatable.
+        #[arg(long = "cert-sha256", value_name = "HEX")]
+        cert_sha256: Vec<String>,
+        /// A client certificate subject, such as "CN=gw-1, O=Example". Repeatable.
+        #[arg(long = "cert-subject", value_name = "SUBJECT")]
+        cert_subjects: Vec<String>,
+    },
+    /// List the participants in the hub's store with their credentials (never keys).
+    Participants {
+        /// The hub configuration (YAML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+fn hub_action(action: HubAction) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let result = runtime.block_on(async {
+        match action {
+            HubAction::Register {
+                config,
+                name,
+                organisation,
+                own_networks,
+                own_hosts,
+                auth,
+                cert_files,
+                cert_sha256,
+                cert_subjects,
+            } => {
+                let args = apiguard_hub::cli::RegisterArgs {
+                    name,
+                    organisation,
+                    own_networks,
+                    own_hosts,
+                    auth,
+                    cert_files,
+                    cert_sha256,
+                    cert_subjects,
+                };
+                let registered = apiguard_hub::cli::register(&config, &args).await?;
+                let p = &registered.participant;
+                println!("registered participant `{}` (id {})", p.name, p.id);
+                if let Some(warning) = &registered.queue_warning {
+                    eprintln!(
+                        "apiguard hub register: warning: its queue is not declared yet \
+                         ({warning}); the hub declares it when it starts"
+                    );
+                }
+                match &registered.api_key {
+                    Some(key) => {
+                        println!("API key (shown once; the hub keeps only its SHA-256):");
+                        println!("{key}");
+                    }
+                    None => println!("no API key: it authenticates with its certificate"),
+                }
+                Ok(())
+            }
+            HubAction::Participants { config } => {
+                let list = apiguard_hub::cli::participants(&config).await?;
+                println!("NAME\tID\tAUTH\tAPI KEYS\tCERTIFICATES\tORGANISATION");
+                for p in list {
+                    let certs: Vec<String> = p
+                        .certs
+                        .iter()
+                        .map(|c| match c {
+                            apiguard_hub::credentials::CertMatch::Sha256(v) => {
+                                format!("sha256:{v}")
+                            }
+                            apiguard_hub::credentials::CertMatch::Subject(v) => {
+                                format!("subject:{v}")
+                            }
+                        })
+                        .collect();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        p.participant.name,
+                        p.participant.id,
+                        p.mode.as_str(),
+                        p.keys,
+                        if certs.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            certs.join(" ")
+                        },
+                        p.participant.organisation
+                    );
+                }
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let error: apiguard_hub::HubError = error;
+            eprintln!("apiguard hub: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -225,7 +363,21 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Hub { config } => {
+        Command::Hub {
+            action: Some(action),
+            ..
+        } => hub_action(action),
+        Command::Hub {
+            config: None,
+            action: None,
+        } => {
+            eprintln!("apiguard hub: --config FILE is required");
+            ExitCode::FAILURE
+        }
+        Command::Hub {
+            config: Some(config),
+            action: None,
+        } => {
             init_logging();
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -49,6 +50,42 @@ pub struct HubConfig {
     /// Defaults applied while normalising reports.
     #[serde(default)]
     pub reports: ReportsConfig,
+    /// TLS on the listener (REST, gRPC, GraphQL, TAXII), optionally verifying client
+    /// certificates (mTLS) so participants can authenticate by certificate. Without it the
+    /// hub speaks plain HTTP.
+    #[serde(default)]
+    pub tls: Option<HubTlsConfig>,
+}
+
+/// TLS on the hub's listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HubTlsConfig {
+    /// The server certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that sign participants' client certificates. With it the hub
+    /// asks every client for a certificate and verifies it against these CAs; a participant
+    /// registered with a certificate (fingerprint or subject) then authenticates with it.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `optional` (default) accepts clients without a certificate (they
+    /// authenticate by API key); `required` refuses the TLS handshake of any client without
+    /// a certificate signed by `client_ca`.
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// A certificate is verified when presented; clients without one may use an API key.
+    #[default]
+    Optional,
+    /// Every client must present a certificate signed by `client_ca`.
+    Required,
 }
 
 /// RabbitMQ settings.
@@ -233,6 +270,8 @@ pub struct Settings {
     pub min_ipv6_prefix: u8,
     pub trust_score: u8,
     pub corroboration_window: Duration,
+    /// The listener's TLS configuration (certificates loaded), when `tls` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Broker settings, checked.
@@ -383,6 +422,11 @@ impl HubConfig {
                 "reports.corroboration_window",
                 &r.corroboration_window,
             )?,
+            tls: self
+                .tls
+                .as_ref()
+                .map(crate::tls::server_config)
+                .transpose()?,
         })
     }
 }

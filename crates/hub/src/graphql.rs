@@ -15,7 +15,7 @@ use async_graphql::{
     SimpleObject,
 };
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -313,14 +313,10 @@ impl QueryRoot {
 pub async fn handle(
     state: Arc<HubState>,
     schema: HubSchema,
-    headers: HeaderMap,
+    caller: crate::credentials::Caller,
     body: Bytes,
 ) -> Result<Response, HubError> {
-    let key = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token);
-    let entry = crate::ingest::authenticate(&state, key).await?;
+    let entry = caller.authenticate(&state).await?;
     let request: async_graphql::Request = serde_json::from_slice(&body)
         .map_err(|e| HubError::Invalid(format!("invalid GraphQL request: {e}")))?;
     let response = schema.execute(request.data(entry)).await;

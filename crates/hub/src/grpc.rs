@@ -67,6 +67,22 @@ fn api_key<T>(request: &Request<T>) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The TLS client certificate of the call's connection, if any.
+fn client_cert<T>(request: &Request<T>) -> Option<Arc<crate::tls::ClientCert>> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+        .and_then(|info| info.0.cert.clone())
+}
+
+async fn authenticate<T>(
+    state: &HubState,
+    request: &Request<T>,
+) -> Result<Arc<crate::pipeline::ParticipantEntry>, HubError> {
+    let cert = client_cert(request);
+    crate::credentials::authenticate(state, api_key(request), cert.as_deref()).await
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -175,7 +191,7 @@ pub fn raw_report(message: ThreatReport) -> Result<RawReport, HubError> {
 #[tonic::async_trait]
 impl ThreatIngest for IngestService {
     async fn report(&self, request: Request<ThreatReport>) -> Result<Response<ReportAck>, Status> {
-        let entry = crate::ingest::authenticate(&self.state, api_key(&request)).await?;
+        let entry = authenticate(&self.state, &request).await?;
         let raw = raw_report(request.into_inner())?;
         let id = crate::ingest::ingest(&self.state, &entry, raw, "grpc").await?;
         Ok(Response::new(ReportAck { id: id.to_string() }))
@@ -185,7 +201,7 @@ impl ThreatIngest for IngestService {
         &self,
         request: Request<Streaming<ThreatReport>>,
     ) -> Result<Response<ReportStreamAck>, Status> {
-        let entry = crate::ingest::authenticate(&self.state, api_key(&request)).await?;
+        let entry = authenticate(&self.state, &request).await?;
         let max = self.state.settings.limits.max_batch;
         let mut stream = request.into_inner();
         let mut raws = Vec::new();

@@ -7,29 +7,17 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::HubState;
-use crate::auth::hash_api_key;
 use crate::error::HubError;
 use crate::normalise::{RawReport, validate};
 use crate::pipeline::{ENVELOPE_VERSION, Envelope, ParticipantEntry};
 
-/// The participant owning `key`.
+/// The participant owning `key` (checked against its authentication mode: a participant
+/// that must present a certificate is refused here; see `credentials`).
 pub async fn authenticate(
     state: &HubState,
     key: Option<&str>,
 ) -> Result<Arc<ParticipantEntry>, HubError> {
-    let key = key.ok_or_else(|| {
-        HubError::Unauthenticated("send the API key as `authorization: Bearer KEY`".into())
-    })?;
-    if key.len() > 256 {
-        return Err(HubError::Unauthenticated("unknown API key".into()));
-    }
-    let participant = state
-        .pipeline
-        .store
-        .participant_by_key_hash(&hash_api_key(key))
-        .await?
-        .ok_or_else(|| HubError::Unauthenticated("unknown API key".into()))?;
-    Ok(state.pipeline.remember(participant))
+    crate::credentials::authenticate(state, key, None).await
 }
 
 /// Refuses batches over `limits.max_batch` and empty ones.

@@ -11,7 +11,12 @@
 //!                      worker: normalise ─► anonymise ─► score ─► de-duplicate ─► store
 //!                                              │
 //!                              topic exchange ─► one quorum queue per participant ─► feed
+//!                                              │
+//!                      store ─► pull views by cursor: REST, STIX 2.1, TAXII 2.1 (`views`)
 //! ```
+//!
+//! Participants authenticate by API key, TLS client certificate, or both (`credentials`,
+//! `tls`).
 //!
 //! See docs/hub.md.
 
@@ -20,7 +25,9 @@
 pub mod anonymise;
 pub mod auth;
 pub mod bus;
+pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod graphql;
 pub mod grpc;
@@ -28,8 +35,12 @@ pub mod ingest;
 pub mod normalise;
 pub mod pipeline;
 pub mod rest;
+pub mod stix;
 pub mod store;
 pub mod subscription;
+pub mod taxii;
+pub mod tls;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -103,20 +114,39 @@ impl Hub {
         let addr = listener
             .local_addr()
             .map_err(|e| HubError::Internal(e.to_string()))?;
-        let router = rest::router(state.clone()).merge(grpc::router(state.clone()));
+        let router = rest::router(state.clone())
+            .merge(grpc::router(state.clone()))
+            .merge(views::router(state.clone()))
+            .merge(taxii::router(state.clone()));
         let mut shutdown = stopped;
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.wait_for(|stop| *stop).await;
+        let stop_serving = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let make_service = router.into_make_service_with_connect_info::<tls::Peer>();
+        let serving = match &settings.tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, make_service)
+                    .with_graceful_shutdown(stop_serving)
+                    .await
+            }),
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config.clone())
+                    .map_err(|e| HubError::Internal(e.to_string()))?;
+                tokio::spawn(async move {
+                    axum::serve(listener, make_service)
+                        .with_graceful_shutdown(stop_serving)
+                        .await
                 })
-                .await;
-            if let Err(error) = served {
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            if let Ok(Err(error)) = serving.await {
                 tracing::error!(%error, "the REST listener failed");
             }
         }));
         info!(
             rest = %addr,
+            tls = settings.tls.is_some(),
             store = state.pipeline.store.kind(),
             bus = if settings.broker.is_some() { "rabbitmq" } else { "embedded" },
             "hub started"
@@ -155,23 +185,15 @@ impl Hub {
     }
 }
 
-/// Registers a participant, stores the hash of a new API key, and declares its queue.
+/// Registers a participant authenticating by API key, stores the hash of a new key, and
+/// declares its queue. (See [`credentials::register`] for certificates.)
 pub async fn register_participant(
     state: &HubState,
     new: NewParticipant,
 ) -> Result<(Participant, String), HubError> {
-    let participant = state.pipeline.store.add_participant(&new).await?;
-    let key = auth::generate_api_key()?;
-    state
-        .pipeline
-        .store
-        .add_api_key(&participant.id, &auth::hash_api_key(&key))
-        .await?;
-    state
-        .bus
-        .ensure_participant(&participant.id, &participant.subscription)
-        .await?;
-    state.pipeline.remember(participant.clone());
+    let (participant, key) =
+        credentials::register(state, new, credentials::NewCredentials::default()).await?;
+    let key = key.ok_or_else(|| HubError::Internal("an api_key participant got no key".into()))?;
     Ok((participant, key))
 }
 

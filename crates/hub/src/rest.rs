@@ -6,7 +6,7 @@
 //! | `POST /v1/reports` | participant | one report; 202 `{"id"}` once the broker confirmed it |
 //! | `POST /v1/reports/batch` | participant | `{"reports": [...]}` or `[...]`; all validated first |
 //! | `GET /v1/feed?max=N&wait_ms=M` | participant | reports from the participant's queue |
-//! | `POST /admin/participants` | admin | register; answers the API key, shown once |
+//! | `POST /admin/participants` | admin | register (API key, certificate or both); answers the API key, shown once |
 //! | `POST /admin/participants/{id}/keys` | admin | another API key |
 //! | `POST /graphql` | participant | GraphQL: `report`, `reportBatch`, `feed` (see `graphql`) |
 //! | `GET /healthz` | anyone | `ok` |
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::HubState;
 use crate::auth::{generate_api_key, hash_api_key, token_matches};
+use crate::credentials::{AuthMode, Caller, CertMatch, NewCredentials};
 use crate::error::HubError;
 use crate::normalise::RawReport;
 use crate::pipeline::ParticipantEntry;
@@ -67,9 +68,9 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route(
             "/graphql",
             post(
-                move |State(state): State<Arc<HubState>>, headers: HeaderMap, body: Bytes| {
+                move |State(state): State<Arc<HubState>>, caller: Caller, body: Bytes| {
                     let schema = schema.clone();
-                    async move { crate::graphql::handle(state, schema, headers, body).await }
+                    async move { crate::graphql::handle(state, schema, caller, body).await }
                 },
             ),
         )
@@ -91,12 +92,15 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The participant behind the request's API key.
+/// The participant behind the request's API key (without the connection's certificate:
+/// handlers take a [`Caller`] for that).
 pub async fn authenticate(
     state: &HubState,
     headers: &HeaderMap,
 ) -> Result<Arc<ParticipantEntry>, HubError> {
-    crate::ingest::authenticate(state, bearer(headers)).await
+    Caller::from_parts(headers, &Default::default())
+        .authenticate(state)
+        .await
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HubError> {
@@ -105,10 +109,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HubError
 
 async fn ingest_one(
     State(state): State<Arc<HubState>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, HubError> {
-    let entry = authenticate(&state, &headers).await?;
+    let entry = caller.authenticate(&state).await?;
     let raw: RawReport = parse_json(&body)?;
     let id = crate::ingest::ingest(&state, &entry, raw, "rest").await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response())
@@ -123,10 +127,10 @@ enum Batch {
 
 async fn ingest_batch(
     State(state): State<Arc<HubState>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, HubError> {
-    let entry = authenticate(&state, &headers).await?;
+    let entry = caller.authenticate(&state).await?;
     let batch: Batch = parse_json(&body)?;
     let items = match batch {
         Batch::Wrapped { reports } | Batch::Bare(reports) => reports,
@@ -172,10 +176,10 @@ struct FeedQuery {
 
 async fn feed(
     State(state): State<Arc<HubState>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<FeedQuery>,
 ) -> Result<Response, HubError> {
-    let entry = authenticate(&state, &headers).await?;
+    let entry = caller.authenticate(&state).await?;
     let max = query
         .max
         .unwrap_or(100)
@@ -189,7 +193,7 @@ async fn feed(
     Ok(axum::Json(json!({ "reports": reports })).into_response())
 }
 
-fn require_admin(state: &HubState, headers: &HeaderMap) -> Result<(), HubError> {
+pub(crate) fn require_admin(state: &HubState, headers: &HeaderMap) -> Result<(), HubError> {
     let Some(expected) = &state.settings.admin_token_sha256 else {
         return Err(HubError::Forbidden(
             "the admin API is off: set admin_token_sha256 in the hub config".into(),
@@ -215,6 +219,18 @@ struct RegisterRequest {
     own_hosts: Vec<String>,
     #[serde(default)]
     subscription: Subscription,
+    /// `api_key` (default), `certificate` or `both`.
+    #[serde(default)]
+    auth: AuthMode,
+    /// Client certificates (PEM) identifying the participant, pinned by their SHA-256.
+    #[serde(default)]
+    cert_pem: Vec<String>,
+    /// Client certificate fingerprints (SHA-256 of the DER, hex).
+    #[serde(default)]
+    cert_sha256: Vec<String>,
+    /// Client certificate subjects, such as `CN=gw-1, O=Example`.
+    #[serde(default)]
+    cert_subject: Vec<String>,
 }
 
 async fn register(
@@ -232,7 +248,25 @@ async fn register(
                 .map_err(|e| HubError::Invalid(format!("own_networks: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (participant, key) = crate::register_participant(
+    let mut certs = Vec::new();
+    for (index, pem) in request.cert_pem.iter().enumerate() {
+        let cert = crate::tls::client_cert_from_pem(pem.as_bytes())
+            .map_err(|e| HubError::Invalid(format!("cert_pem[{index}]: {e}")))?;
+        certs.push(CertMatch::Sha256(cert.sha256));
+    }
+    for (index, hex) in request.cert_sha256.iter().enumerate() {
+        certs.push(
+            CertMatch::sha256(hex)
+                .map_err(|e| HubError::Invalid(format!("cert_sha256[{index}]: {e}")))?,
+        );
+    }
+    for (index, subject) in request.cert_subject.iter().enumerate() {
+        certs.push(
+            CertMatch::subject(subject)
+                .map_err(|e| HubError::Invalid(format!("cert_subject[{index}]: {e}")))?,
+        );
+    }
+    let (participant, key) = crate::credentials::register(
         &state,
         NewParticipant {
             name: request.name,
@@ -241,13 +275,18 @@ async fn register(
             own_hosts: request.own_hosts,
             subscription: request.subscription,
         },
+        NewCredentials {
+            mode: request.auth,
+            certs,
+        },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({ "id": participant.id, "name": participant.name, "api_key": key })),
-    )
-        .into_response())
+    let mut answer =
+        json!({ "id": participant.id, "name": participant.name, "auth": request.auth.as_str() });
+    if let Some(key) = key {
+        answer["api_key"] = json!(key);
+    }
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
 async fn add_key(

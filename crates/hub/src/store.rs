@@ -117,9 +117,9 @@ macro_rules! fetch_all {
     };
 }
 
-type ParticipantRow = (String, String, String, String, String, String);
+pub(crate) type ParticipantRow = (String, String, String, String, String, String);
 
-fn participant_from_row(row: ParticipantRow) -> Result<Participant, HubError> {
+pub(crate) fn participant_from_row(row: ParticipantRow) -> Result<Participant, HubError> {
     let (id, name, organisation, networks, hosts, subscription) = row;
     let corrupt =
         |what: &str, e: String| HubError::Store(format!("participant {id}: bad {what}: {e}"));
@@ -206,6 +206,8 @@ impl Store {
         for statement in statements {
             execute!(self, *statement)?;
         }
+        crate::credentials::migrate(self).await?;
+        crate::views::migrate(self).await?;
         Ok(())
     }
 
@@ -366,12 +368,15 @@ impl Store {
         Ok(rows.into_iter().next())
     }
 
-    /// Marks a report as published to the participants.
+    /// Marks a report as published to the participants, stamping when (the pull views order
+    /// by that time: see `views`).
     pub async fn mark_published(&self, id: Uuid) -> Result<(), HubError> {
         execute!(
             self,
-            "UPDATE hub_reports SET published = 1 WHERE id = $1",
-            id.to_string()
+            "UPDATE hub_reports SET published = 1, published_at = COALESCE(published_at, $2) \
+             WHERE id = $1",
+            id.to_string(),
+            now_ms(),
         )?;
         Ok(())
     }
@@ -421,7 +426,7 @@ impl Store {
     }
 }
 
-fn participant_row<R: Row>(row: &R) -> Result<ParticipantRow, sqlx::Error>
+pub(crate) fn participant_row<R: Row>(row: &R) -> Result<ParticipantRow, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -440,3 +445,5 @@ where
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain data serialises")
 }
+
+pub(crate) use {execute, fetch_all};

@@ -106,6 +106,7 @@ impl PemFiles {
 /// A throwaway PKI; every call to [`TestPki::new`] makes fresh keys.
 pub struct TestPki {
     ca: IssuedCert,
+    ca_issuer: Issuer<'static, KeyPair>,
     server: IssuedCert,
     client: IssuedCert,
     untrusted_ca: IssuedCert,
@@ -143,6 +144,7 @@ impl TestPki {
         );
         Self {
             ca,
+            ca_issuer,
             server,
             client,
             untrusted_ca,
@@ -173,6 +175,30 @@ impl TestPki {
     /// CA must reject.
     pub fn untrusted_client(&self) -> &IssuedCert {
         &self.untrusted_client
+    }
+
+    /// Another client certificate signed by the CA, with this common name (and the SAN
+    /// `<common_name>.apiguard.test`).
+    pub fn issue_client(&self, common_name: &str) -> IssuedCert {
+        make_leaf(
+            &[&format!("{common_name}.apiguard.test")],
+            common_name,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &self.ca_issuer,
+        )
+    }
+
+    /// A client config trusting only the test CA and presenting `cert` (any certificate,
+    /// such as one from [`TestPki::issue_client`]), offering `alpn`.
+    pub fn client_config_with(&self, cert: &IssuedCert, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let mut config = ClientConfig::builder_with_provider(ring_provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(self.root_store())
+            .with_client_auth_cert(vec![cert.cert_der()], cert.key_der())
+            .expect("rcgen keys are valid for rustls");
+        config.alpn_protocols = alpn.iter().map(|proto| proto.to_vec()).collect();
+        Arc::new(config)
     }
 
     /// A root store holding only the test CA.
