@@ -4,6 +4,9 @@
 //!
 //! cargo run --release -p apiguard --example time_to_protect -- [ATTACKERS] [BROKER_URL]
 //! (defaults: 200 attackers, amqp://guest:guest@127.0.0.1:5672/%2f; RabbitMQ must run)
+//!
+//! The hub runs with `trust.k: 1` (set explicitly): one reporting organisation publishes,
+//! so this measures delivery, not how long a quorum of organisations takes to form.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -27,7 +30,7 @@ async fn main() {
         .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nsecret: time-to-protect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: {broker}\n  prefix: apiguard-ttp.{}\n  timeout: 3s\n",
+        "listen: 127.0.0.1:0\nsecret: time-to-protect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: {broker}\n  prefix: apiguard-ttp.{}\n  timeout: 3s\ntrust:\n  k: 1\n",
         dir.path().join("hub.db").display(),
         std::process::id()
     );

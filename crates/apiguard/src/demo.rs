@@ -106,12 +106,14 @@ reload:
 }
 
 /// An embedded hub (in-process bus, SQLite in `dir`) with two participants; their keys.
+/// The demo has one reporting organisation, so its hub publishes an indicator reported by
+/// one organisation (`trust.k: 1`, set explicitly; the default is 3, see docs/hub.md).
 async fn start_hub(dir: &std::path::Path) -> Result<(apiguard_hub::Hub, String, String), String> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nsecret: {secret}\nstore: sqlite://{}\nreports:\n  default_ttl: 2m\n",
+        "listen: 127.0.0.1:0\nsecret: {secret}\nstore: sqlite://{}\nreports:\n  default_ttl: 2m\ntrust:\n  k: 1\n",
         dir.join("hub.db").display()
     );
     let settings = apiguard_hub::HubConfig::parse(&yaml)
@@ -218,6 +220,7 @@ gateway on http://{partner_gw} (same sample API behind it).
   curl -i "http://{gw}/api/users?id=1%27%20OR%201=1--"              # an SQL injection: 403 here, reported to the hub
   curl -i http://{partner_gw}/api/users/1                          # 403 now: the partner blocks you on the shared indicator
   The shared block lasts 2 minutes (the demo hub's TTL); `curl -s http://{admin}/enforcement/blocks` lists this gateway's rules.
+  (This demo hub publishes what one organisation reports; a real hub waits until 3 trusted organisations agree.)
 
 Ctrl-C stops the demo.
 "#,

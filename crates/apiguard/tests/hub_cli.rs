@@ -66,7 +66,8 @@ async fn participants_registered_from_the_command_line_can_report_and_receive() 
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: cli-test-secret-0123456789abcdef0123\n",
+            "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: cli-test-secret-0123456789abcdef0123\n\
+             trust:\n  k: 1\n",
             dir.path().join("hub.db").display()
         ),
     )
@@ -258,7 +259,8 @@ async fn with_rabbitmq_a_command_line_registration_declares_the_queue() {
         &config,
         format!(
             "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: cli-test-secret-0123456789abcdef0123\n\
-             broker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\n",
+             broker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\n\
+             trust:\n  k: 1\n",
             dir.path().join("hub.db").display()
         ),
     )

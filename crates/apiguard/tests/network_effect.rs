@@ -1,6 +1,11 @@
 //! The network effect, end to end on the real RabbitMQ: gateway A blocks an attack from a
 //! client address, reports it to the hub, the hub fans it out, and gateway B refuses a
-//! harmless request from the same address, naming the shared indicator.
+//! harmless request from the same address, naming the shared indicator; when the hub's
+//! operator withdraws the indicator as a false positive, B lets the address in again at
+//! once, long before the block's own expiry.
+//!
+//! The hubs here run with `trust.k: 1` (set explicitly): one reporting organisation is
+//! enough to publish, since these tests have two gateways; the default is 3.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +21,8 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+const ADMIN_TOKEN: &str = "network-effect-admin-token";
 
 /// A client whose connections come from `source` (any 127.0.0.0/8 address on Linux).
 fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
@@ -85,8 +92,9 @@ async fn an_attacker_blocked_by_one_gateway_is_refused_by_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("apiguard-test.{}", uuid_like());
     let yaml = format!(
-        "listen: 127.0.0.1:0\nsecret: network-effect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\n",
-        dir.path().join("hub.db").display()
+        "listen: 127.0.0.1:0\nsecret: network-effect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\ntrust:\n  k: 1\nadmin_token_sha256: {}\n",
+        dir.path().join("hub.db").display(),
+        apiguard_hub::auth::hash_api_key(ADMIN_TOKEN)
     );
     let settings = HubConfig::parse(&yaml).unwrap().settings().unwrap();
     let hub = Hub::start(settings).await.unwrap();
@@ -173,6 +181,35 @@ async fn an_attacker_blocked_by_one_gateway_is_refused_by_the_other() {
         StatusCode::OK
     );
     assert!(!rules[0].reason.contains("Shop A") && !rules[0].reason.contains("gw-a"));
+    let block_until = rules[0].until_ms;
+
+    // The hub's operator withdraws the indicator as a false positive: B lifts its block at
+    // once, though the rule had about an hour to run.
+    let request = Request::post(format!("http://{}/admin/withdrawals", hub.local_addr()))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            b"{\"indicator\": \"127.0.0.77\"}",
+        )))
+        .unwrap();
+    let answer = client_from("127.0.0.1").request(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let withdrawn = Instant::now();
+    let mut lifted = None;
+    while withdrawn.elapsed() < Duration::from_secs(15) {
+        if status(&attacker, b_addr, "/echo?q=shoes").await == StatusCode::OK {
+            lifted = Some(withdrawn.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lifted = lifted.expect("gateway B never lifted the withdrawn block");
+    eprintln!("withdrawal applied after {lifted:?}");
+    assert!(b.enforcement().rules().is_empty());
+    assert!(
+        block_until > apiguard_model::event::now_ms() + 30 * 60 * 1000,
+        "the block was lifted long before its own expiry"
+    );
 
     drop((a, b));
     hub.shutdown().await;
@@ -199,7 +236,7 @@ async fn reports_wait_in_the_outbox_while_the_hub_is_down_and_arrive_once_it_is_
     let port = apiguard_testkit::free_port();
     let prefix = format!("apiguard-test.{}", uuid_like());
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nsecret: network-effect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\n",
+        "listen: 127.0.0.1:{port}\nsecret: network-effect-secret-0123456789abcdef\nstore: sqlite://{}\nbroker:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  timeout: 3s\ntrust:\n  k: 1\n",
         dir.path().join("hub.db").display()
     );
     let settings = || HubConfig::parse(&yaml).unwrap().settings().unwrap();

@@ -203,6 +203,22 @@ impl Enforcement {
         removed
     }
 
+    /// Removes the rule on exactly `target` if `matches` accepts it (a hub withdrawal lifts
+    /// only the rule that the withdrawn indicator installed); whether one was removed.
+    pub fn remove_if(
+        &self,
+        target: &BlockTarget,
+        matches: impl FnOnce(&BlockRule) -> bool,
+    ) -> bool {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let removed =
+            rules.get(target).is_some_and(|rule| matches(rule)) && rules.remove(target).is_some();
+        if removed {
+            self.publish(&rules);
+        }
+        removed
+    }
+
     /// Drops expired rules; returns them.
     pub fn purge_expired(&self, now: u64) -> Vec<Arc<BlockRule>> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());

@@ -154,7 +154,7 @@ impl Metrics {
         let hub_indicators = IntCounterVec::new(
             Opts::new(
                 "hub_indicators_total",
-                "Shared indicators from the hub feed by result (applied, monitored, ignored, invalid)",
+                "Shared indicators from the hub feed by result (applied, withdrawn, monitored, ignored, invalid)",
             ),
             &["result"],
         )

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apiguard_model::event::now_ms;
+use apiguard_model::feed::{FeedItem, Withdrawal};
 use apiguard_model::threat::{AttackClass, ThreatReport};
 use apiguard_model::{Action, EventKind, SecurityEvent};
 use bytes::Bytes;
@@ -438,26 +439,30 @@ async fn follow_feed(
                 continue;
             }
         };
+        // In feed order: a withdrawal after the report it withdraws.
         for value in reports {
-            let report = match serde_json::to_vec(&value)
+            let item = match serde_json::to_vec(&value)
                 .map_err(|e| e.to_string())
-                .and_then(|b| ThreatReport::from_json(&b).map_err(|e| e.to_string()))
+                .and_then(|b| FeedItem::from_json(&b).map_err(|e| e.to_string()))
             {
-                Ok(report) => report,
+                Ok(item) => item,
                 Err(error) => {
                     metrics.hub_indicators.with_label_values(&["invalid"]).inc();
-                    tracing::warn!(%error, "the hub feed carried an invalid report");
+                    tracing::warn!(%error, "the hub feed carried an invalid item");
                     continue;
                 }
             };
-            if !seen.insert(report.id) {
+            if !seen.insert(item.id()) {
                 continue;
             }
             if seen.len() > 100_000 {
                 seen.clear();
-                seen.insert(report.id);
+                seen.insert(item.id());
             }
-            let result = apply(&report, &settings.subscribe, &enforcement);
+            let result = match &item {
+                FeedItem::Report(report) => apply(report, &settings.subscribe, &enforcement),
+                FeedItem::Withdrawal(withdrawal) => withdraw(withdrawal, &enforcement),
+            };
             metrics.hub_indicators.with_label_values(&[result]).inc();
         }
     }
@@ -484,14 +489,7 @@ pub fn apply(
     if until_ms <= now {
         return "ignored";
     }
-    let target = if prefix.is_host() {
-        BlockTarget::Address(prefix.addr())
-    } else {
-        BlockTarget::Prefix {
-            network: prefix.addr(),
-            len: prefix.len(),
-        }
-    };
+    let target = target_of(prefix);
     let indicator = report.id.to_string();
     if policy.mode == SubscribeMode::Monitor {
         tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, "shared indicator (monitor mode: not enforced)");
@@ -507,6 +505,36 @@ pub fn apply(
     });
     tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, until_ms, "shared indicator applied: blocking");
     "applied"
+}
+
+/// Applies a withdrawal: removes the block rule the withdrawn report installed (and no
+/// other: a later report of the same address, or a local rule, stays). Returns what was done.
+pub fn withdraw(withdrawal: &Withdrawal, enforcement: &Enforcement) -> &'static str {
+    let Some(prefix) = withdrawal.indicators.ip else {
+        return "ignored";
+    };
+    let target = target_of(prefix);
+    let indicator = withdrawal.withdraws.to_string();
+    let removed = enforcement.remove_if(&target, |rule| {
+        rule.source == "hub" && rule.indicator.as_deref() == Some(indicator.as_str())
+    });
+    if removed {
+        tracing::info!(target: "apiguard::security", %target, indicator = %indicator, reason = %withdrawal.reason, "shared indicator withdrawn: block lifted");
+        "withdrawn"
+    } else {
+        "ignored"
+    }
+}
+
+fn target_of(prefix: apiguard_model::threat::IpPrefix) -> BlockTarget {
+    if prefix.is_host() {
+        BlockTarget::Address(prefix.addr())
+    } else {
+        BlockTarget::Prefix {
+            network: prefix.addr(),
+            len: prefix.len(),
+        }
+    }
 }
 
 /// One request to the hub with a time limit; the status and a bounded body.
@@ -574,6 +602,75 @@ mod tests {
         ] {
             assert_eq!(attack_class(class).as_str(), shared, "{class}");
         }
+    }
+
+    #[test]
+    fn a_withdrawal_lifts_exactly_the_rule_its_report_installed() {
+        use apiguard_model::feed::{WithdrawalKind, WithdrawalReason};
+        use apiguard_model::threat::{
+            ActionTaken, Category, Indicators, THREAT_SCHEMA_VERSION, ThreatSeverity, Trust,
+        };
+        let now = chrono::Utc::now();
+        let report = |ip: &str| ThreatReport {
+            schema_version: THREAT_SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            first_seen: now,
+            last_seen: now,
+            count: 1,
+            category: Category::of(AttackClass::Sqli),
+            severity: ThreatSeverity::High,
+            confidence: 90,
+            indicators: Indicators {
+                ip: Some(ip.parse().unwrap()),
+                ..Indicators::default()
+            },
+            action: ActionTaken::Blocked,
+            valid_until: now + chrono::Duration::hours(1),
+            reporter: format!("anon-{}", "ab".repeat(16)),
+            trust: Trust {
+                score: 50,
+                corroborations: 3,
+            },
+        };
+        let withdrawal = |report: &ThreatReport| Withdrawal {
+            kind: WithdrawalKind::Withdrawal,
+            schema_version: THREAT_SCHEMA_VERSION,
+            id: uuid::Uuid::now_v7(),
+            withdraws: report.id,
+            indicators: report.indicators.clone(),
+            reason: WithdrawalReason::FalsePositive,
+            withdrawn_at: now,
+        };
+        let enforcement = Enforcement::new();
+        let policy = SubscribeConfig::default();
+        let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let first = report("203.0.113.9");
+        assert_eq!(apply(&first, &policy, &enforcement), "applied");
+        assert!(enforcement.blocking(ip).is_some());
+        assert_eq!(withdraw(&withdrawal(&first), &enforcement), "withdrawn");
+        assert!(enforcement.blocking(ip).is_none(), "lifted before its TTL");
+
+        // A withdrawal of an older report leaves the rule of a newer one alone.
+        let mut renewed = report("203.0.113.9");
+        renewed.valid_until = now + chrono::Duration::hours(2);
+        assert_eq!(apply(&renewed, &policy, &enforcement), "applied");
+        assert_eq!(withdraw(&withdrawal(&first), &enforcement), "ignored");
+        assert!(enforcement.blocking(ip).is_some());
+
+        // And a prefix rule goes with its own withdrawal.
+        let network = report("198.51.100.0/24");
+        apply(&network, &policy, &enforcement);
+        assert!(
+            enforcement
+                .blocking("198.51.100.20".parse().unwrap())
+                .is_some()
+        );
+        assert_eq!(withdraw(&withdrawal(&network), &enforcement), "withdrawn");
+        assert!(
+            enforcement
+                .blocking("198.51.100.20".parse().unwrap())
+                .is_none()
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The hub, its workers and the load generator share the machine; RabbitMQ at
-//! 127.0.0.1:5672 (guest/guest) unless `APIGUARD_TEST_AMQP` says otherwise.
+//! 127.0.0.1:5672 (guest/guest) unless `APIGUARD_TEST_AMQP` says otherwise. The hub runs
+//! with `trust.k: 1` (set explicitly): the one reporter's reports are published, so every
+//! report still goes through the trust model's decision and reaches the subscriber.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ async fn main() {
         )
     };
     let yaml = format!(
-        "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: load-secret-0123456789abcdef0123456789\n{broker}limits:\n  embedded_queue: 1000000\n",
+        "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: load-secret-0123456789abcdef0123456789\n{broker}limits:\n  embedded_queue: 1000000\ntrust:\n  k: 1\n",
         dir.path().join("hub.db").display()
     );
     let settings = HubConfig::parse(&yaml).unwrap().settings().unwrap();

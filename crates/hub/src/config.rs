@@ -55,6 +55,10 @@ pub struct HubConfig {
     /// hub speaks plain HTTP.
     #[serde(default)]
     pub tls: Option<HubTlsConfig>,
+    /// Promotion of indicators (k distinct organisations within a window, weighed by trust),
+    /// participant trust scores, the allowlist and withdrawals (docs/hub.md, "Trust model").
+    #[serde(default)]
+    pub trust: TrustConfig,
 }
 
 /// TLS on the hub's listener.
@@ -167,13 +171,6 @@ pub struct ReportsConfig {
     /// Shortest IPv6 prefix a reporter may name.
     #[serde(default = "defaults::min_ipv6_prefix")]
     pub min_ipv6_prefix: u8,
-    /// Trust score of every reporter until scoring from corroboration exists (0 to 100).
-    #[serde(default = "defaults::trust_score")]
-    pub trust_score: u8,
-    /// Window in which reports of the same address by distinct participants count as
-    /// corroboration.
-    #[serde(default = "defaults::corroboration_window")]
-    pub corroboration_window: String,
 }
 
 impl Default for ReportsConfig {
@@ -184,8 +181,66 @@ impl Default for ReportsConfig {
             ipv6_prefix: defaults::ipv6_prefix(),
             min_ipv4_prefix: defaults::min_ipv4_prefix(),
             min_ipv6_prefix: defaults::min_ipv6_prefix(),
-            trust_score: defaults::trust_score(),
-            corroboration_window: defaults::corroboration_window(),
+        }
+    }
+}
+
+/// The trust model: when a reported indicator is promoted to the shared feed, how
+/// participants earn and lose trust, what is never published, and how often expired
+/// indicators are withdrawn.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// How many distinct organisations (not participants, not keys) must report an indicator
+    /// within `window` before it is published. Each organisation weighs at most 1: its
+    /// trust divided by `initial`, capped at 1; the weights must add up to `k`. Set 1 for a
+    /// one-organisation demo.
+    #[serde(default = "defaults::k")]
+    pub k: u32,
+    /// How far back reports count towards a promotion, such as `24h`. A report counts only
+    /// while it is also still valid (its `valid_until` has not passed).
+    #[serde(default = "defaults::window")]
+    pub window: String,
+    /// The trust score (0 to 1) of a new participant; a participant at or above it weighs
+    /// fully. Must be above 0.
+    #[serde(default = "defaults::initial")]
+    pub initial: f64,
+    /// The weight of one piece of evidence against a participant when a report of its was
+    /// never corroborated (its validity and the window passed without a promotion). One
+    /// per participant and indicator.
+    #[serde(default = "defaults::uncorroborated_penalty")]
+    pub uncorroborated_penalty: f64,
+    /// The weight of one piece of evidence against a participant when it reported an
+    /// allowlisted indicator (at most once per indicator and window), or contributed to an
+    /// indicator withdrawn as a false positive.
+    #[serde(default = "defaults::contradiction_penalty")]
+    pub contradiction_penalty: f64,
+    /// Benign infrastructure, as CIDR prefixes: reports naming an address inside (or a
+    /// prefix overlapping) one of them are stored but never published, and count against
+    /// their reporter.
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    /// Add the built-in allowlist (public DNS resolvers and Cloudflare's published proxy
+    /// ranges, see docs/hub.md) to `allowlist`.
+    #[serde(default = "defaults::yes")]
+    pub default_allowlist: bool,
+    /// How often the hub looks for expired indicators to withdraw, reports to settle, and
+    /// feed items to publish again, such as `5s`.
+    #[serde(default = "defaults::sweep_interval")]
+    pub sweep_interval: String,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            k: defaults::k(),
+            window: defaults::window(),
+            initial: defaults::initial(),
+            uncorroborated_penalty: defaults::uncorroborated_penalty(),
+            contradiction_penalty: defaults::contradiction_penalty(),
+            allowlist: Vec::new(),
+            default_allowlist: true,
+            sweep_interval: defaults::sweep_interval(),
         }
     }
 }
@@ -245,11 +300,26 @@ mod defaults {
     pub fn min_ipv6_prefix() -> u8 {
         32
     }
-    pub fn trust_score() -> u8 {
-        50
+    pub fn k() -> u32 {
+        3
     }
-    pub fn corroboration_window() -> String {
+    pub fn window() -> String {
         "24h".to_owned()
+    }
+    pub fn initial() -> f64 {
+        0.5
+    }
+    pub fn uncorroborated_penalty() -> f64 {
+        0.25
+    }
+    pub fn contradiction_penalty() -> f64 {
+        1.0
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn sweep_interval() -> String {
+        "5s".to_owned()
     }
 }
 
@@ -268,10 +338,9 @@ pub struct Settings {
     pub ipv6_prefix: u8,
     pub min_ipv4_prefix: u8,
     pub min_ipv6_prefix: u8,
-    pub trust_score: u8,
-    pub corroboration_window: Duration,
     /// The listener's TLS configuration (certificates loaded), when `tls` is set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub trust: crate::trust::TrustSettings,
 }
 
 /// Broker settings, checked.
@@ -396,9 +465,6 @@ impl HubConfig {
         if r.ipv6_prefix > 128 || r.min_ipv4_prefix > 32 || r.min_ipv6_prefix > 128 {
             return Err(bad("reports: prefix lengths out of range".into()));
         }
-        if r.trust_score > 100 {
-            return Err(bad("reports.trust_score: 0 to 100".into()));
-        }
         if self.limits.max_batch == 0 || self.limits.max_body_bytes < 1024 {
             return Err(bad(
                 "limits: max_batch must be positive and max_body_bytes at least 1024".into(),
@@ -417,16 +483,67 @@ impl HubConfig {
             ipv6_prefix: r.ipv6_prefix,
             min_ipv4_prefix: r.min_ipv4_prefix,
             min_ipv6_prefix: r.min_ipv6_prefix,
-            trust_score: r.trust_score,
-            corroboration_window: duration(
-                "reports.corroboration_window",
-                &r.corroboration_window,
-            )?,
             tls: self
                 .tls
                 .as_ref()
                 .map(crate::tls::server_config)
                 .transpose()?,
+            trust: self.trust.settings()?,
+        })
+    }
+}
+
+impl TrustConfig {
+    /// Checks the trust section.
+    pub fn settings(&self) -> Result<crate::trust::TrustSettings, HubError> {
+        let bad = |m: String| HubError::Config(format!("trust.{m}"));
+        if !(1..=1000).contains(&self.k) {
+            return Err(bad(format!("k: 1 to 1000, not {}", self.k)));
+        }
+        let window = parse_duration(&self.window).map_err(|e| bad(format!("window: {e}")))?;
+        if window < Duration::from_secs(1) {
+            return Err(bad("window: at least 1s".into()));
+        }
+        if !(self.initial > 0.0 && self.initial <= 1.0) {
+            return Err(bad(format!(
+                "initial: above 0 and at most 1, not {}",
+                self.initial
+            )));
+        }
+        for (name, value) in [
+            ("uncorroborated_penalty", self.uncorroborated_penalty),
+            ("contradiction_penalty", self.contradiction_penalty),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                return Err(bad(format!("{name}: 0 to 100, not {value}")));
+            }
+        }
+        if self.allowlist.len() > 10_000 {
+            return Err(bad("allowlist: at most 10000 prefixes".into()));
+        }
+        let mut allowlist = Vec::with_capacity(self.allowlist.len());
+        for (index, text) in self.allowlist.iter().enumerate() {
+            allowlist.push(
+                text.parse::<apiguard_model::threat::IpPrefix>()
+                    .map_err(|e| bad(format!("allowlist[{index}]: {e}")))?,
+            );
+        }
+        if self.default_allowlist {
+            allowlist.extend(crate::trust::default_allowlist());
+        }
+        let sweep_interval = parse_duration(&self.sweep_interval)
+            .map_err(|e| bad(format!("sweep_interval: {e}")))?;
+        if sweep_interval < Duration::from_millis(10) {
+            return Err(bad("sweep_interval: at least 10ms".into()));
+        }
+        Ok(crate::trust::TrustSettings {
+            k: self.k,
+            window,
+            initial: self.initial,
+            uncorroborated_penalty: self.uncorroborated_penalty,
+            contradiction_penalty: self.contradiction_penalty,
+            allowlist,
+            sweep_interval,
         })
     }
 }
@@ -468,6 +585,44 @@ mod tests {
         assert!(settings.broker.is_none());
         assert_eq!(settings.pseudonym_epoch, Duration::from_secs(86_400));
         assert_eq!(settings.ipv6_prefix, 64);
+        assert_eq!(settings.trust.k, 3);
+        assert_eq!(settings.trust.window, Duration::from_secs(86_400));
+        assert!(
+            settings
+                .trust
+                .allowlisted(&"1.1.1.1".parse().unwrap())
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn bad_trust_settings_are_refused_with_the_field() {
+        for (yaml, field) in [
+            ("trust:\n  k: 0\n", "trust.k"),
+            ("trust:\n  initial: 0\n", "trust.initial"),
+            ("trust:\n  window: 5\n", "trust.window"),
+            (
+                "trust:\n  allowlist: [\"10.0.0.0/33\"]\n",
+                "trust.allowlist[0]",
+            ),
+            (
+                "trust:\n  contradiction_penalty: -1\n",
+                "trust.contradiction_penalty",
+            ),
+        ] {
+            let err = HubConfig::parse(&format!(
+                "listen: 127.0.0.1:0\nsecret: 0123456789abcdef0123456789abcdef\n{yaml}"
+            ))
+            .unwrap()
+            .settings()
+            .unwrap_err();
+            assert!(err.to_string().contains(field), "{yaml}: {err}");
+        }
+        let err = HubConfig::parse(
+            "listen: 127.0.0.1:0\nsecret: 0123456789abcdef0123456789abcdef\ntrust:\n  kk: 1\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("kk"), "{err}");
     }
 
     #[test]

@@ -1,27 +1,33 @@
-//! The GraphQL front door at `POST /graphql` (async-graphql): the mutations `report` and
+//! The GraphQL front door at `/graphql` (async-graphql): the mutations `report` and
 //! `reportBatch` take GraphQL's natural input (an input object, enums for severity and
 //! action) and follow the same path as REST; the query `feed(after, limit)` pages through the
-//! stored reports the participant's subscription accepts, by a cursor the consumer keeps.
+//! feed log (promotions and withdrawals) the participant's subscription accepts, by a cursor
+//! the consumer keeps; the subscription `feed(after)` delivers the same items live over a
+//! WebSocket (graphql-transport-ws, see `ws.rs`).
 //!
-//! The participant authenticates with `Authorization: Bearer KEY` (401 otherwise). Errors
-//! of the operation come back as GraphQL errors with `extensions.code`:
-//! `BAD_USER_INPUT`, `RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `INTERNAL`.
+//! The participant authenticates with `Authorization: Bearer KEY` (401 otherwise; over the
+//! WebSocket, in the header of the upgrade or the `connection_init` payload). Errors of the
+//! operation come back as GraphQL errors with `extensions.code`: `BAD_USER_INPUT`,
+//! `RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `INTERNAL`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use apiguard_model::threat::ThreatReport;
 use async_graphql::{
-    Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Json, Object, Schema,
-    SimpleObject,
+    Context, Enum, ErrorExtensions, ID, InputObject, Json, Object, Schema, SimpleObject,
+    Subscription,
 };
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 use uuid::Uuid;
 
 use crate::HubState;
 use crate::error::HubError;
+use crate::feed::FeedRow;
 use crate::normalise::RawReport;
 use crate::pipeline::ParticipantEntry;
 
@@ -32,12 +38,16 @@ const MAX_COMPLEXITY: usize = 256;
 /// Most reports one `feed` page returns.
 const MAX_PAGE: i64 = 500;
 
+/// How often a live subscription looks at the feed log when nothing woke it (items
+/// appended by another hub process).
+const SUBSCRIPTION_POLL: Duration = Duration::from_secs(1);
+
 /// The hub's GraphQL schema.
-pub type HubSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type HubSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over the hub's state.
 pub fn schema(state: Arc<HubState>) -> HubSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -208,10 +218,39 @@ pub struct ReportAck {
 /// One page of the stored feed.
 #[derive(SimpleObject)]
 pub struct FeedPage {
-    /// Canonical reports (JSON, see schemas/threat-report.schema.json).
+    /// Feed items, oldest first: canonical reports (schemas/threat-report.schema.json) and
+    /// withdrawals (`"kind": "withdrawal"`, schemas/withdrawal.schema.json).
     pub reports: Vec<Json<serde_json::Value>>,
     /// Pass as `after` to get the next page.
     pub cursor: i64,
+}
+
+/// One live feed item.
+#[derive(SimpleObject, Clone)]
+pub struct FeedEvent {
+    /// The item's position in the feed log: pass it as `after` to resume after it.
+    pub cursor: i64,
+    /// `report` or `withdrawal`.
+    pub kind: String,
+    /// The item (JSON): a canonical report or a withdrawal.
+    pub item: Json<serde_json::Value>,
+}
+
+/// Whether the participant's feed carries this item: its subscription accepts it and it is
+/// not one of its reporters (what the broker's bindings and the origins header do for the
+/// participant's queue).
+fn delivered_to(entry: &ParticipantEntry, row: &FeedRow) -> bool {
+    !row.is_from(&entry.participant.id)
+        && entry.participant.subscription.matches_key(&row.routing_key)
+}
+
+fn event(row: FeedRow) -> Option<FeedEvent> {
+    let item = serde_json::from_slice(&row.body).ok()?;
+    Some(FeedEvent {
+        cursor: row.seq,
+        kind: row.kind,
+        item: Json(item),
+    })
 }
 
 pub struct MutationRoot;
@@ -294,19 +333,92 @@ impl QueryRoot {
         let rows = state
             .pipeline
             .store
-            .reports_after(after, u32::try_from(limit).unwrap_or(100))
+            .feed_after(after, u32::try_from(limit).unwrap_or(100))
             .await
             .map_err(gql_error)?;
-        let cursor = rows.last().map_or(after, |(seq, _)| *seq);
-        let subscription = &entry.participant.subscription;
+        let cursor = rows.last().map_or(after, |row| row.seq);
         let reports = rows
             .into_iter()
-            .filter_map(|(_, body)| ThreatReport::from_json(body.as_bytes()).ok())
-            .filter(|report| subscription.matches(report))
-            .filter_map(|report| serde_json::to_value(&report).ok().map(Json))
+            .filter(|row| delivered_to(entry, row))
+            .filter_map(|row| event(row).map(|e| e.item))
             .collect();
         Ok(FeedPage { reports, cursor })
     }
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Feed items as they are published: exactly what the caller's feed carries (its
+    /// subscription's filter, never its own reports), in feed-log order. Without `after`,
+    /// from now on; with it, first every item after that cursor (to resume after a
+    /// disconnection without a gap).
+    async fn feed(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<i64>,
+    ) -> async_graphql::Result<impl Stream<Item = FeedEvent> + use<>> {
+        let (state, entry) = parts(ctx);
+        let cursor = match after {
+            Some(after) if after < 0 => {
+                return Err(gql_error(HubError::Invalid("after is not negative".into())));
+            }
+            Some(after) => after,
+            None => state.pipeline.store.feed_end().await.map_err(gql_error)?,
+        };
+        Ok(live_feed(state.clone(), entry.clone(), cursor))
+    }
+}
+
+struct Follow {
+    state: Arc<HubState>,
+    entry: Arc<ParticipantEntry>,
+    cursor: i64,
+    ready: VecDeque<FeedEvent>,
+}
+
+/// Follows the feed log from `cursor`: reads what is there, then waits to be woken by an
+/// append of this process or for the poll interval.
+fn live_feed(
+    state: Arc<HubState>,
+    entry: Arc<ParticipantEntry>,
+    cursor: i64,
+) -> impl Stream<Item = FeedEvent> {
+    let follow = Follow {
+        state,
+        entry,
+        cursor,
+        ready: VecDeque::new(),
+    };
+    futures_util::stream::unfold(follow, |mut follow| async move {
+        loop {
+            if let Some(event) = follow.ready.pop_front() {
+                return Some((event, follow));
+            }
+            let state = follow.state.clone();
+            let appended = state.pipeline.feed_notify.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            match state.pipeline.store.feed_after(follow.cursor, 100).await {
+                Ok(rows) if !rows.is_empty() => {
+                    follow.cursor = rows.last().map_or(follow.cursor, |row| row.seq);
+                    follow.ready.extend(
+                        rows.into_iter()
+                            .filter(|row| delivered_to(&follow.entry, row))
+                            .filter_map(event),
+                    );
+                }
+                Ok(_) => {
+                    let _ = tokio::time::timeout(SUBSCRIPTION_POLL, appended).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a feed subscription cannot read the store; retrying");
+                    tokio::time::sleep(SUBSCRIPTION_POLL).await;
+                }
+            }
+        }
+    })
 }
 
 /// `POST /graphql`: authenticates, then executes one GraphQL request.

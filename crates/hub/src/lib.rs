@@ -1,17 +1,20 @@
 //! apiguard's hub: participants report threats to it, it normalises every report into the
 //! canonical [`ThreatReport`](apiguard_model::threat::ThreatReport), replaces the reporter
-//! with a pseudonym, scrubs identifiers, stores it, and fans it out to every participant's
-//! queue through RabbitMQ (or an in-process bus in embedded mode).
+//! with a pseudonym, scrubs identifiers and stores it as a sighting; once enough trusted
+//! organisations reported an indicator it is promoted and fanned out to every other
+//! participant's queue through RabbitMQ (or an in-process bus in embedded mode), and
+//! withdrawn when it expires.
 //!
 //! ```text
 //! REST ───┬► authenticate ──► validate ──► ingest queue (ack after the broker confirms)
 //! gRPC ───┤
 //! GraphQL ┘
 //!                                              │
-//!                      worker: normalise ─► anonymise ─► score ─► de-duplicate ─► store
-//!                                              │
-//!                              topic exchange ─► one quorum queue per participant ─► feed
-//!                                              │
+//!           worker: normalise ─► anonymise ─► de-duplicate ─► store sighting ─► trust:
+//!                   k organisations weighed by trust within the window? ─► promotion
+//!                                              │            (sweep: expiry ─► withdrawal)
+//!                  feed log ─► topic exchange ─► one quorum queue per participant ─► feed
+//!                           └► GraphQL feed query and subscription
 //!                      store ─► pull views by cursor: REST, STIX 2.1, TAXII 2.1 (`views`)
 //! ```
 //!
@@ -28,7 +31,9 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod db;
 pub mod error;
+pub mod feed;
 pub mod graphql;
 pub mod grpc;
 pub mod ingest;
@@ -40,7 +45,9 @@ pub mod store;
 pub mod subscription;
 pub mod taxii;
 pub mod tls;
+pub mod trust;
 pub mod views;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,6 +71,8 @@ pub struct HubState {
     pub settings: Arc<Settings>,
     pub pipeline: Arc<Pipeline>,
     pub bus: Bus,
+    /// Becomes true when the hub stops (long-lived connections close on it).
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// A running hub.
@@ -100,13 +109,19 @@ impl Hub {
                 .await?;
         }
         let pipeline = Arc::new(Pipeline::new(settings.clone(), store));
+        let (stop, stopped) = watch::channel(false);
         let state = Arc::new(HubState {
             settings: settings.clone(),
             pipeline: pipeline.clone(),
             bus: bus.clone(),
+            stopping: stopped.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = bus.spawn_workers(pipeline, workers, stopped.clone());
+        let mut tasks = bus.spawn_workers(pipeline.clone(), workers, stopped.clone());
+        tasks.push(tokio::spawn(feed::run_sweeper(
+            pipeline,
+            bus.clone(),
+            stopped.clone(),
+        )));
 
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

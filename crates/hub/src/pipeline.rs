@@ -1,11 +1,14 @@
 //! The worker's step, the same whichever bus carries it: a raw report (an [`Envelope`] from
-//! the ingest queue) is normalised, anonymised, scored, de-duplicated by id and stored; the
-//! caller then publishes the result and marks it published.
+//! the ingest queue) is normalised, anonymised, de-duplicated by id and stored as a sighting
+//! of its indicator; then the indicator is evaluated under the trust model (see `feed.rs`):
+//! the feed items this decides (a promotion) are committed to the feed log, and the caller
+//! publishes them and marks the report done.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apiguard_model::feed::indicator_key;
 use apiguard_model::threat::{ThreatReport, Trust};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,9 +18,10 @@ use uuid::Uuid;
 use crate::anonymise::{Pseudonymiser, Redactor};
 use crate::config::Settings;
 use crate::error::HubError;
+use crate::feed::{FeedRow, Sighting};
 use crate::normalise::{NormaliseContext, RawReport, normalise};
 use crate::store::{Participant, Store, StoredReport};
-use crate::subscription::routing_key;
+use crate::trust::organisation_key;
 
 /// The largest envelope a worker reads from the ingest queue.
 pub const MAX_ENVELOPE_BYTES: usize = 256 * 1024;
@@ -88,20 +92,18 @@ impl ParticipantEntry {
 /// What to do with a processed message.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Publish this report (new, or stored earlier but not yet published), then call
-    /// [`Pipeline::published`].
+    /// Publish these feed items in order (none when the report promoted nothing), then
+    /// call [`Pipeline::published`].
     Publish {
-        report: Box<ThreatReport>,
-        routing_key: String,
-        body: Vec<u8>,
-        /// The reporting participant (hub-internal): its own feed does not get the report
-        /// back.
-        origin: String,
-        /// Held until the report is published and marked, so that a duplicate of the same
-        /// id processed meanwhile by another worker finds it published.
+        /// The report processed.
+        report_id: Uuid,
+        /// Committed feed items to publish.
+        items: Vec<FeedRow>,
+        /// Held until the items are published and the report marked, so that a duplicate
+        /// of the same id processed meanwhile by another worker finds it done.
         claim: Claim,
     },
-    /// Stored and published before: a redelivery. Acknowledge and drop it.
+    /// Stored and handled before: a redelivery. Acknowledge and drop it.
     Duplicate,
 }
 
@@ -112,27 +114,6 @@ pub enum ProcessError {
     Poison(String),
     /// A transient failure (the store): retry it later.
     Transient(HubError),
-}
-
-/// A report found in the store.
-enum Stored {
-    Published,
-    Unpublished(Box<ThreatReport>, Vec<u8>, String),
-}
-
-impl Stored {
-    fn outcome(self, claim: Claim) -> Outcome {
-        match self {
-            Stored::Published => Outcome::Duplicate,
-            Stored::Unpublished(report, body, origin) => Outcome::Publish {
-                routing_key: routing_key(&report),
-                report,
-                body,
-                origin,
-                claim,
-            },
-        }
-    }
 }
 
 /// Report ids being processed in this process.
@@ -172,6 +153,9 @@ pub struct Pipeline {
     pub pseudonymiser: Pseudonymiser,
     participants: Mutex<HashMap<String, Arc<ParticipantEntry>>>,
     inflight: Arc<Inflight>,
+    /// Woken whenever this process appends to the feed log (GraphQL subscriptions wait on
+    /// it; they also poll, for items appended by other hub processes).
+    pub feed_notify: Notify,
 }
 
 impl Pipeline {
@@ -183,6 +167,7 @@ impl Pipeline {
             pseudonymiser,
             participants: Mutex::new(HashMap::new()),
             inflight: Arc::new(Inflight::default()),
+            feed_notify: Notify::new(),
         }
     }
 
@@ -236,10 +221,20 @@ impl Pipeline {
 
     /// Processes one message from the ingest queue.
     pub async fn process(&self, bytes: &[u8]) -> Result<Outcome, ProcessError> {
+        self.process_at(bytes, Utc::now()).await
+    }
+
+    /// Processes one message as if the time were `now` (simulations and tests run the trust
+    /// model on their own clock).
+    pub async fn process_at(
+        &self,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ProcessError> {
         let envelope = Envelope::from_bytes(bytes).map_err(ProcessError::Poison)?;
         let claim = self.claim(envelope.id).await;
-        if let Some(stored) = self.stored(envelope.id).await? {
-            return Ok(stored.outcome(claim));
+        if let Some(outcome) = self.resume(envelope.id, now).await? {
+            return Ok(outcome.with_claim(claim));
         }
         let entry = self
             .participant(&envelope.participant)
@@ -249,91 +244,183 @@ impl Pipeline {
 
         let epoch = self.pseudonymiser.epoch_at(envelope.received_at);
         let pseudonym = self.pseudonymiser.pseudonym(&entry.participant.id, epoch);
-        let mut context = NormaliseContext {
+        let trust = &self.settings.trust;
+        let record = self
+            .store
+            .trust_record(&entry.participant.id)
+            .await
+            .map_err(ProcessError::Transient)?;
+        let context = NormaliseContext {
             settings: &self.settings,
             redactor: &entry.redactor,
             id: envelope.id,
             received_at: envelope.received_at,
             pseudonym,
             trust: Trust {
-                score: self.settings.trust_score,
+                score: (trust.score(record.evidence) * 100.0)
+                    .round()
+                    .clamp(0.0, 100.0) as u8,
                 corroborations: 1,
             },
         };
-        let mut report = normalise(&envelope.report, &context).map_err(|e| match e {
+        let report = normalise(&envelope.report, &context).map_err(|e| match e {
             HubError::Invalid(reason) => ProcessError::Poison(format!("invalid report: {reason}")),
             other => ProcessError::Poison(other.to_string()),
         })?;
-        let ip = report.indicators.ip.map(|p| p.to_string());
-        if let Some(ip) = &ip {
-            let window = chrono::Duration::from_std(self.settings.corroboration_window)
-                .unwrap_or(chrono::Duration::days(1));
-            let since = (envelope.received_at - window).timestamp_millis();
-            let others = self
-                .store
-                .other_reporters(ip, since, &entry.participant.id)
-                .await
-                .map_err(ProcessError::Transient)?;
-            context.trust.corroborations = 1 + others;
-            report.trust = context.trust;
-        }
+        let sighting = indicator_key(&report.indicators).map(|indicator| Sighting {
+            allowlisted: report
+                .indicators
+                .ip
+                .is_some_and(|ip| trust.allowlisted(&ip).is_some()),
+            indicator,
+            organisation: organisation_key(&entry.participant.organisation),
+        });
         let body = report.to_json();
         let stored = StoredReport {
             id: report.id,
             participant_id: entry.participant.id.clone(),
-            ip,
+            ip: report.indicators.ip.map(|p| p.to_string()),
             class: report.category.class.as_str().to_owned(),
             severity: report.severity.as_str().to_owned(),
             received_at_ms: envelope.received_at.timestamp_millis(),
             valid_until_ms: report.valid_until.timestamp_millis(),
-            body: String::from_utf8(body.clone()).expect("JSON is UTF-8"),
+            body: String::from_utf8(body).expect("JSON is UTF-8"),
         };
         let inserted = self
             .store
-            .insert_report(&stored)
+            .insert_sighting(&stored, sighting.as_ref(), trust, now)
             .await
             .map_err(ProcessError::Transient)?;
         if !inserted {
-            // Another worker stored it meanwhile.
+            // Another worker (of another hub process) stored it meanwhile.
             return self
-                .stored(envelope.id)
+                .resume(envelope.id, now)
                 .await?
-                .map(|stored| stored.outcome(claim))
+                .map(|outcome| outcome.with_claim(claim))
                 .ok_or_else(|| ProcessError::Transient(HubError::Store("report vanished".into())));
         }
+        if let Some(allowed) = sighting
+            .as_ref()
+            .filter(|s| s.allowlisted)
+            .and(report.indicators.ip)
+        {
+            tracing::info!(indicator = %allowed, "an allowlisted indicator was reported; it is not published");
+        }
+        let items = match sighting.filter(|s| !s.allowlisted) {
+            Some(sighting) => self
+                .evaluate(&sighting.indicator, now, report.id)
+                .await
+                .map_err(ProcessError::Transient)?,
+            None => Vec::new(),
+        };
         Ok(Outcome::Publish {
-            routing_key: routing_key(&report),
-            report: Box::new(report),
-            body,
-            origin: entry.participant.id.clone(),
+            report_id: report.id,
+            items,
             claim,
         })
     }
 
-    async fn stored(&self, id: Uuid) -> Result<Option<Stored>, ProcessError> {
-        match self
+    /// Evaluates an indicator after a report of it; the feed rows appended.
+    async fn evaluate(
+        &self,
+        indicator: &str,
+        now: DateTime<Utc>,
+        cause: Uuid,
+    ) -> Result<Vec<FeedRow>, HubError> {
+        let rows = self
+            .store
+            .evaluate(
+                indicator,
+                &self.settings.trust,
+                now,
+                Some(&cause.to_string()),
+            )
+            .await?;
+        self.feed_appended(&rows);
+        Ok(rows)
+    }
+
+    /// Wakes the subscriptions when rows were appended.
+    pub fn feed_appended(&self, rows: &[FeedRow]) {
+        if !rows.is_empty() {
+            self.feed_notify.notify_waiters();
+        }
+    }
+
+    /// A report already stored: done before (a duplicate), or stored by an attempt that did
+    /// not finish: evaluate it again (idempotent) and publish what that attempt appended.
+    async fn resume(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Resumed>, ProcessError> {
+        let Some((body, done, _)) = self
             .store
             .report_state(id)
             .await
             .map_err(ProcessError::Transient)?
-        {
-            None => Ok(None),
-            Some((_, true, _)) => Ok(Some(Stored::Published)),
-            Some((body, false, origin)) => {
-                let report = ThreatReport::from_json(body.as_bytes()).map_err(|e| {
-                    ProcessError::Poison(format!("the stored report is unreadable: {e}"))
-                })?;
-                Ok(Some(Stored::Unpublished(
-                    Box::new(report),
-                    body.into_bytes(),
-                    origin,
-                )))
-            }
+        else {
+            return Ok(None);
+        };
+        if done {
+            return Ok(Some(Resumed::Duplicate));
         }
+        let report = ThreatReport::from_json(body.as_bytes())
+            .map_err(|e| ProcessError::Poison(format!("the stored report is unreadable: {e}")))?;
+        let mut items = self
+            .store
+            .feed_rows_caused_by(id)
+            .await
+            .map_err(ProcessError::Transient)?;
+        let allowlisted = report
+            .indicators
+            .ip
+            .is_some_and(|ip| self.settings.trust.allowlisted(&ip).is_some());
+        if let Some(indicator) = indicator_key(&report.indicators).filter(|_| !allowlisted) {
+            items.extend(
+                self.evaluate(&indicator, now, id)
+                    .await
+                    .map_err(ProcessError::Transient)?,
+            );
+        }
+        Ok(Some(Resumed::Publish(id, items)))
     }
 
-    /// Records that a report reached the participants' exchange.
-    pub async fn published(&self, id: Uuid) -> Result<(), HubError> {
-        self.store.mark_published(id).await
+    /// The sweep's store work at `now`: withdraws expired promotions (renewing those that
+    /// fresh reports keep up) and settles uncorroborated reports. The feed rows to publish.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FeedRow>, HubError> {
+        let rows = self
+            .store
+            .expire_promotions(&self.settings.trust, now)
+            .await?;
+        self.feed_appended(&rows);
+        self.store
+            .settle_uncorroborated(&self.settings.trust, now)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Records that a report's feed items reached the participants' exchange, and that the
+    /// report is done.
+    pub async fn published(&self, report_id: Uuid, items: &[FeedRow]) -> Result<(), HubError> {
+        for item in items {
+            self.store.mark_feed_published(item.id).await?;
+        }
+        self.store.mark_published(report_id).await
+    }
+}
+
+/// A stored report found again.
+enum Resumed {
+    Duplicate,
+    Publish(Uuid, Vec<FeedRow>),
+}
+
+impl Resumed {
+    fn with_claim(self, claim: Claim) -> Outcome {
+        match self {
+            Resumed::Duplicate => Outcome::Duplicate,
+            Resumed::Publish(report_id, items) => Outcome::Publish {
+                report_id,
+                items,
+                claim,
+            },
+        }
     }
 }

@@ -8,7 +8,9 @@
 //! | `GET /v1/feed?max=N&wait_ms=M` | participant | reports from the participant's queue |
 //! | `POST /admin/participants` | admin | register (API key, certificate or both); answers the API key, shown once |
 //! | `POST /admin/participants/{id}/keys` | admin | another API key |
+//! | `POST /admin/withdrawals` | admin | withdraw a published indicator as a false positive |
 //! | `POST /graphql` | participant | GraphQL: `report`, `reportBatch`, `feed` (see `graphql`) |
+//! | `GET /graphql` | participant | GraphQL over WebSocket: the `feed` subscription (see `ws`) |
 //! | `GET /healthz` | anyone | `ok` |
 
 use std::sync::Arc;
@@ -64,13 +66,21 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/feed", get(feed))
         .route("/admin/participants", post(register))
         .route("/admin/participants/{id}/keys", post(add_key))
+        .route("/admin/withdrawals", post(withdraw))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/graphql",
-            post(
+            post({
+                let schema = schema.clone();
                 move |State(state): State<Arc<HubState>>, caller: Caller, body: Bytes| {
                     let schema = schema.clone();
                     async move { crate::graphql::handle(state, schema, caller, body).await }
+                }
+            })
+            .get(
+                move |State(state): State<Arc<HubState>>, request: axum::extract::Request| {
+                    let schema = schema.clone();
+                    async move { crate::ws::upgrade(state, schema, request).await }
                 },
             ),
         )
@@ -287,6 +297,51 @@ async fn register(
         answer["api_key"] = json!(key);
     }
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawRequest {
+    /// The published address or prefix.
+    indicator: String,
+}
+
+/// Withdraws a published indicator as a false positive: every participant that received it
+/// gets a withdrawal (their gateways lift the block now), its reporters are contradicted,
+/// and it is not published again within the trust window.
+async fn withdraw(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    require_admin(&state, &headers)?;
+    let request: WithdrawRequest = parse_json(&body)?;
+    let indicator = request
+        .indicator
+        .parse::<IpPrefix>()
+        .map_err(|e| HubError::Invalid(format!("indicator: {e}")))?
+        .to_string();
+    let pipeline = &state.pipeline;
+    let rows = pipeline
+        .store
+        .withdraw_indicator(
+            &indicator,
+            apiguard_model::feed::WithdrawalReason::FalsePositive,
+            &pipeline.settings.trust,
+            chrono::Utc::now(),
+        )
+        .await?;
+    pipeline.feed_appended(&rows);
+    // Committed: if the broker is down now, the sweep publishes it later.
+    if let Err(error) = crate::feed::publish_rows(pipeline, &state.bus, &rows).await {
+        tracing::warn!(%error, "a withdrawal could not be published now; the sweep retries");
+    }
+    let withdrawals: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({ "indicator": indicator, "withdrawals": withdrawals })),
+    )
+        .into_response())
 }
 
 async fn add_key(

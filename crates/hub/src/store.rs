@@ -208,7 +208,8 @@ impl Store {
         }
         crate::credentials::migrate(self).await?;
         crate::views::migrate(self).await?;
-        Ok(())
+        self.migrate_feed().await?;
+        crate::views::backfill_legacy_feed(self).await
     }
 
     /// Which database this is, for logs.

@@ -120,7 +120,38 @@ impl Subscription {
         keys
     }
 
-    /// Whether the filter accepts `report` (the in-process bus filters with this).
+    /// Whether the filter accepts an item published with `routing_key` (what the broker's
+    /// bindings do; the in-process bus and the GraphQL feed filter with this). A key of
+    /// another form matches nothing.
+    pub fn matches_key(&self, routing_key: &str) -> bool {
+        let mut parts = routing_key.split('.');
+        let (Some("r"), Some(class), Some(severity), Some(kind), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return false;
+        };
+        let (Ok(class), Ok(severity)) = (
+            class.parse::<AttackClass>(),
+            severity.parse::<ThreatSeverity>(),
+        ) else {
+            return false;
+        };
+        let kind = match kind {
+            "ip" => AddressKind::Ip,
+            "prefix" => AddressKind::Prefix,
+            "none" => AddressKind::None,
+            _ => return false,
+        };
+        (self.classes.is_empty() || self.classes.contains(&class))
+            && severity >= self.min_severity
+            && (self.address_kinds.is_empty() || self.address_kinds.contains(&kind))
+    }
+
+    /// Whether the filter accepts `report`.
     pub fn matches(&self, report: &ThreatReport) -> bool {
         (self.classes.is_empty() || self.classes.contains(&report.category.class))
             && report.severity >= self.min_severity
@@ -150,5 +181,12 @@ mod tests {
                 "r.xss.critical.ip"
             ]
         );
+        assert!(sub.matches_key("r.sqli.critical.ip"));
+        assert!(!sub.matches_key("r.sqli.medium.ip"));
+        assert!(!sub.matches_key("r.sqli.high.prefix"));
+        assert!(!sub.matches_key("r.nosqli.high.ip"));
+        assert!(!sub.matches_key("r.sqli.high.ip.extra"));
+        assert!(!sub.matches_key("garbage"));
+        assert!(Subscription::default().matches_key("r.other.low.none"));
     }
 }

@@ -2,8 +2,10 @@
 //! REST (`GET /v1/reports`), its STIX 2.1 twin (`GET /v1/stix`), and the TAXII 2.1 server
 //! (see [`crate::taxii`]). Also the admin listing of participants.
 //!
-//! Only published reports are visible (canonical and anonymised: never a participant's raw
-//! report), ordered by when they were published (`published_at`, then `seq`). A report is
+//! Only published reports are visible: the report items of the feed log (`hub_feed`), which
+//! hold what the trust model promoted (canonical and anonymised: never a participant's raw
+//! report or an unpromoted sighting), ordered by when they were published (the log's
+//! `created_at`, then `seq`). A report is
 //! shown once it has been published for [`SETTLE`]: reports are stamped before their
 //! transaction commits, so without it a consumer reading at the wrong moment could move its
 //! cursor past a report that commits a moment later with an earlier stamp.
@@ -117,6 +119,35 @@ pub(crate) async fn migrate(store: &Store) -> Result<(), HubError> {
     Ok(())
 }
 
+/// A store made before the trust model published every report at once and kept no feed
+/// log: its published reports become the log's first items, so the pull views keep showing
+/// them after the upgrade. Runs only on such a store (no sightings, an empty log); on any
+/// other, `hub_reports.published` means "processed", not "promoted".
+pub(crate) async fn backfill_legacy_feed(store: &Store) -> Result<(), HubError> {
+    let counts = fetch_all!(
+        store,
+        "SELECT (SELECT COUNT(*) FROM hub_feed) + (SELECT COUNT(*) FROM hub_sightings)",
+        [],
+        |row| row.try_get::<i64, _>(0)
+    )?;
+    if counts.first().copied().unwrap_or(0) > 0 {
+        return Ok(());
+    }
+    let copied = execute!(
+        store,
+        "INSERT INTO hub_feed (id, kind, routing_key, origins, body, cause, created_at, published) \
+         SELECT id, 'report', '', '[]', body, NULL, COALESCE(published_at, received_at), 1 \
+         FROM hub_reports WHERE published = 1 ORDER BY COALESCE(published_at, received_at), seq"
+    )?;
+    if copied > 0 {
+        tracing::info!(
+            copied,
+            "reports published before the feed log were added to it"
+        );
+    }
+    Ok(())
+}
+
 fn parse_rows(rows: Vec<(i64, i64, String)>) -> Vec<Published> {
     rows.into_iter()
         .filter_map(
@@ -143,10 +174,10 @@ pub async fn published_after(
     let settled = (chrono::Utc::now() - SETTLE).timestamp_millis();
     let rows = fetch_all!(
         store,
-        "SELECT seq, published_at, body FROM hub_reports \
-         WHERE published = 1 AND published_at IS NOT NULL AND published_at <= $1 \
-           AND (published_at > $2 OR (published_at = $2 AND seq > $3)) \
-         ORDER BY published_at, seq LIMIT $4",
+        "SELECT seq, created_at, body FROM hub_feed \
+         WHERE kind = 'report' AND created_at <= $1 \
+           AND (created_at > $2 OR (created_at = $2 AND seq > $3)) \
+         ORDER BY created_at, seq LIMIT $4",
         [settled, after.published_at, after.seq, i64::from(limit)],
         |row| Ok((
             row.try_get::<i64, _>(0)?,
@@ -163,8 +194,7 @@ pub async fn published_by_ids(store: &Store, ids: &[Uuid]) -> Result<Vec<Publish
     for id in ids {
         let rows = fetch_all!(
             store,
-            "SELECT seq, published_at, body FROM hub_reports \
-             WHERE id = $1 AND published = 1 AND published_at IS NOT NULL",
+            "SELECT seq, created_at, body FROM hub_feed WHERE id = $1 AND kind = 'report'",
             [id.to_string()],
             |row| Ok((
                 row.try_get::<i64, _>(0)?,
@@ -190,9 +220,8 @@ pub async fn published_by_reporter(
     let like = format!("%\"reporter\":\"anon-{pattern}\"%");
     let rows = fetch_all!(
         store,
-        "SELECT seq, published_at, body FROM hub_reports \
-         WHERE published = 1 AND published_at IS NOT NULL AND body LIKE $1 \
-         ORDER BY published_at, seq LIMIT 1",
+        "SELECT seq, created_at, body FROM hub_feed \
+         WHERE kind = 'report' AND body LIKE $1 ORDER BY created_at, seq LIMIT 1",
         [like],
         |row| Ok((
             row.try_get::<i64, _>(0)?,

@@ -389,7 +389,8 @@ async fn taxii_pages_filters_and_refuses_writes() {
     );
     assert_eq!(
         objects.iter().filter(|o| o["type"] == "sighting").count(),
-        7
+        6,
+        "one sighting per promoted report (the route-only report is never promoted)"
     );
 
     // added_after: only what was added later (the reports, not the 2024 catalogue).

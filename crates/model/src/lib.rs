@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
+pub mod feed;
 pub mod pipeline;
 pub mod request;
 pub mod threat;

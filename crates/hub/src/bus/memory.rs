@@ -6,10 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use apiguard_model::threat::ThreatReport;
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::HubError;
+use crate::feed::FeedRow;
 use crate::subscription::Subscription;
 
 /// How many participant messages each participant queue holds before dropping the oldest.
@@ -73,15 +73,16 @@ impl MemoryBus {
             });
     }
 
-    /// Delivers a report to every participant whose filter accepts it, except its reporter.
-    pub fn publish(&self, report: &ThreatReport, body: &[u8], origin: &str) {
+    /// Delivers a feed item to every participant whose filter accepts it, except its
+    /// origins.
+    pub fn publish(&self, row: &FeedRow) {
         let mut feeds = lock(&self.feeds);
         for (id, feed) in feeds.iter_mut() {
-            if id != origin && feed.subscription.matches(report) {
+            if !row.is_from(id) && feed.subscription.matches_key(&row.routing_key) {
                 if feed.queue.len() >= FEED_MAX {
                     feed.queue.pop_front();
                 }
-                feed.queue.push_back(body.to_vec());
+                feed.queue.push_back(row.body.clone());
             }
         }
         drop(feeds);

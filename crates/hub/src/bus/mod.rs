@@ -14,6 +14,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::error::HubError;
+use crate::feed::FeedRow;
 use crate::pipeline::{Outcome, Pipeline, ProcessError};
 use crate::subscription::Subscription;
 
@@ -51,7 +52,19 @@ impl Bus {
         }
     }
 
-    /// Takes up to `max` reports (canonical JSON) from a participant's queue.
+    /// Publishes one feed item to every participant whose subscription accepts it, except
+    /// its origins; returns once the broker confirmed it.
+    pub async fn publish_feed(&self, row: &FeedRow) -> Result<(), HubError> {
+        match self {
+            Bus::Rabbit(bus) => bus.publish_feed(row).await,
+            Bus::Memory(bus) => {
+                bus.publish(row);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes up to `max` feed items (canonical JSON) from a participant's queue.
     pub async fn fetch(
         &self,
         participant_id: &str,
@@ -119,14 +132,14 @@ async fn run_memory_worker(
             attempt += 1;
             match pipeline.process(&bytes).await {
                 Ok(Outcome::Publish {
-                    report,
-                    body,
+                    report_id,
+                    items,
                     claim,
-                    origin,
-                    ..
                 }) => {
-                    bus.publish(&report, &body, &origin);
-                    if let Err(error) = pipeline.published(report.id).await {
+                    for item in &items {
+                        bus.publish(item);
+                    }
+                    if let Err(error) = pipeline.published(report_id, &items).await {
                         warn!(%error, "could not mark a report published");
                     }
                     drop(claim);

@@ -26,7 +26,7 @@ use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerSettings;
 use crate::error::HubError;
+use crate::feed::FeedRow;
 use crate::pipeline::{Outcome, Pipeline, ProcessError};
 use crate::subscription::Subscription;
 
@@ -68,8 +69,21 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
-/// The reporting participant's id on a published report.
+/// The reporting participant's id on a report published by an earlier version (read only).
 const ORIGIN_HEADER: &str = "x-apiguard-origin";
+/// The ids of the participants that must not receive a published feed item (its reporters):
+/// hub-internal, never shown to participants.
+const ORIGINS_HEADER: &str = "x-apiguard-origins";
+
+/// Whether a message in `participant_id`'s queue comes from that participant.
+fn is_own(properties: &BasicProperties, participant_id: &str) -> bool {
+    let Some(headers) = properties.headers().as_ref() else {
+        return false;
+    };
+    let same = |value: &AMQPValue| matches!(value, AMQPValue::LongString(s) if s.as_bytes() == participant_id.as_bytes());
+    headers.inner().get(ORIGIN_HEADER).is_some_and(same)
+        || matches!(headers.inner().get(ORIGINS_HEADER), Some(AMQPValue::FieldArray(list)) if list.as_slice().iter().any(same))
+}
 
 fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
@@ -416,14 +430,7 @@ impl RabbitBus {
             match got {
                 Some(message) => {
                     last_tag = Some(message.delivery.delivery_tag);
-                    let own = message
-                        .delivery
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| h.inner().get(ORIGIN_HEADER))
-                        .is_some_and(|v| matches!(v, AMQPValue::LongString(s) if s.as_bytes() == participant_id.as_bytes()));
-                    if !own {
+                    if !is_own(&message.delivery.properties, participant_id) {
                         out.push(message.delivery.data);
                     }
                     if out.len() >= max {
@@ -580,35 +587,16 @@ impl RabbitBus {
         let t = self.timeout();
         match pipeline.process(&delivery.data).await {
             Ok(Outcome::Publish {
-                report,
-                routing_key,
-                body,
+                report_id,
+                items,
                 claim,
-                origin,
             }) => {
-                let id = report.id.to_string();
-                // The reporter's own queue is bound like the others; its feed skips the
-                // report by this header (hub-internal, never shown to participants).
-                let mut headers = FieldTable::default();
-                headers.insert(ORIGIN_HEADER.into(), text(&origin));
-                let confirmed = self
-                    .publish_confirmed(
-                        live,
-                        &self.reports_exchange(),
-                        &routing_key,
-                        &body,
-                        persistent(&id).with_headers(headers),
-                        false,
-                    )
-                    .await?;
-                if !confirmed {
-                    return Err(HubError::BrokerUnavailable(
-                        "the broker refused a report".into(),
-                    ));
+                for item in &items {
+                    self.publish_on(live, item).await?;
                 }
-                if let Err(error) = pipeline.published(report.id).await {
+                if let Err(error) = pipeline.published(report_id, &items).await {
                     // Harmless: a redelivery republishes it and subscribers de-duplicate.
-                    warn!(%error, report = %id, "could not mark a report published");
+                    warn!(%error, report = %report_id, "could not mark a report published");
                 }
                 drop(claim);
             }
@@ -647,6 +635,44 @@ impl RabbitBus {
         }
         within(t, "ack", delivery.acker.ack(BasicAckOptions::default())).await?;
         Ok(())
+    }
+
+    /// Publishes a feed item on `live` to the reports exchange and waits for the confirm.
+    async fn publish_on(&self, live: &Live, item: &FeedRow) -> Result<(), HubError> {
+        // Every bound queue gets the item, the reporters' own too; their feeds skip it by
+        // this header.
+        let origins: Vec<AMQPValue> = item.origins.iter().map(|o| text(o)).collect();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ORIGINS_HEADER.into(),
+            AMQPValue::FieldArray(FieldArray::from(origins)),
+        );
+        let confirmed = self
+            .publish_confirmed(
+                live,
+                &self.reports_exchange(),
+                &item.routing_key,
+                &item.body,
+                persistent(&item.id.to_string()).with_headers(headers),
+                false,
+            )
+            .await?;
+        if !confirmed {
+            return Err(HubError::BrokerUnavailable(
+                "the broker refused a feed item".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Publishes a feed item (for the sweep: withdrawals, renewals, items left behind).
+    pub async fn publish_feed(&self, item: &FeedRow) -> Result<(), HubError> {
+        let live = self.live().await?;
+        let result = self.publish_on(&live, item).await;
+        if result.is_err() {
+            self.invalidate(&live).await;
+        }
+        result
     }
 
     /// Takes up to `max` dead letters: `(reason, message)`. For tests and operators.

@@ -22,10 +22,18 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
-/// Settings from YAML lines added to a minimal config.
+/// Settings from YAML lines added to a minimal config. Tests of delivery (not of the trust
+/// model) run with `trust.k: 1`, set here explicitly: one reporter's report is published.
+/// Give a `trust:` section in `extra` to choose otherwise.
 pub fn settings(extra: &str) -> Settings {
-    let yaml =
-        format!("listen: 127.0.0.1:0\nsecret: test-secret-0123456789abcdef0123456789\n{extra}");
+    let trust = if extra.contains("trust:") {
+        ""
+    } else {
+        "trust:\n  k: 1\n"
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nsecret: test-secret-0123456789abcdef0123456789\n{extra}{trust}"
+    );
     HubConfig::parse(&yaml).unwrap().settings().unwrap()
 }
 

@@ -1,0 +1,187 @@
+//! A small layer over the two stores for SQL written once: statements with `$n` parameters
+//! bound from a slice of [`Arg`]s, rows read by index, and transactions. SQLite
+//! transactions begin `IMMEDIATE` (they take the write lock at once, so a read-then-write
+//! transaction waits for another writer instead of failing); PostgreSQL ones take advisory
+//! locks where the caller asks ([`Tx::lock`]).
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Postgres, Row, Sqlite};
+
+use crate::error::HubError;
+use crate::store::Store;
+
+/// One statement parameter.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    /// A text that may be NULL.
+    OptText(Option<&'a str>),
+}
+
+/// One result row.
+pub enum DbRow {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+impl DbRow {
+    pub fn int(&self, index: usize) -> Result<i64, HubError> {
+        Ok(match self {
+            DbRow::Sqlite(row) => row.try_get(index)?,
+            DbRow::Postgres(row) => row.try_get(index)?,
+        })
+    }
+
+    pub fn real(&self, index: usize) -> Result<f64, HubError> {
+        Ok(match self {
+            DbRow::Sqlite(row) => row.try_get(index)?,
+            DbRow::Postgres(row) => row.try_get(index)?,
+        })
+    }
+
+    pub fn text(&self, index: usize) -> Result<String, HubError> {
+        Ok(match self {
+            DbRow::Sqlite(row) => row.try_get(index)?,
+            DbRow::Postgres(row) => row.try_get(index)?,
+        })
+    }
+
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>, HubError> {
+        Ok(match self {
+            DbRow::Sqlite(row) => row.try_get(index)?,
+            DbRow::Postgres(row) => row.try_get(index)?,
+        })
+    }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                Arg::Int(v) => query.bind(v),
+                Arg::Real(v) => query.bind(v),
+                Arg::Text(v) => query.bind(v),
+                Arg::OptText(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+impl Store {
+    /// Runs one statement outside a transaction; rows affected.
+    pub(crate) async fn exec(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, HubError> {
+        Ok(match self {
+            Store::Sqlite(pool) => bind_all!(sqlx::query::<Sqlite>(sql), args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Store::Postgres(pool) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Runs one query outside a transaction; every row.
+    pub(crate) async fn fetch(
+        &self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<DbRow>, HubError> {
+        Ok(match self {
+            Store::Sqlite(pool) => bind_all!(sqlx::query::<Sqlite>(sql), args)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            Store::Postgres(pool) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+        })
+    }
+
+    /// Begins a transaction (on SQLite, holding the write lock from the start).
+    pub(crate) async fn begin(&self) -> Result<Tx, HubError> {
+        Ok(match self {
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+}
+
+/// A transaction; rolled back when dropped without [`Tx::commit`].
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Advisory lock namespaces (PostgreSQL).
+pub(crate) const LOCK_INDICATOR: i32 = 0x6167_0001;
+pub(crate) const LOCK_FEED: i32 = 0x6167_0002;
+
+impl Tx {
+    /// Serialises this transaction with every other one that takes the same lock, until it
+    /// ends. PostgreSQL: a transaction-scoped advisory lock on `(namespace, hash(key))`.
+    /// SQLite: a no-op, since its transactions hold the one write lock already.
+    pub async fn lock(&mut self, namespace: i32, key: &str) -> Result<(), HubError> {
+        if let Tx::Postgres(tx) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(namespace)
+                .bind(key)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, HubError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => bind_all!(sqlx::query::<Sqlite>(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    pub async fn fetch(
+        &mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<DbRow>, HubError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => bind_all!(sqlx::query::<Sqlite>(sql), args)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query::<Postgres>(sql), args)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), HubError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
