@@ -59,11 +59,23 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            gateway.metrics().render(),
-        ),
+        (&Method::GET, "/metrics") => {
+            let behavior = gateway.behavior();
+            let metrics = gateway.metrics();
+            metrics
+                .behavior_endpoints
+                .set(behavior.endpoint_count() as i64);
+            metrics.behavior_clients.set(behavior.client_count() as i64);
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics.render(),
+            )
+        }
+        (&Method::GET, "/behavior/baselines") => behavior_baselines(&gateway),
+        (&Method::GET, path) if path.starts_with("/behavior/clients/") => {
+            behavior_client(&gateway, &path["/behavior/clients/".len()..])
+        }
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readiness(&gateway),
         (&Method::GET, "/config/versions") => {
@@ -107,6 +119,7 @@ async fn answer(
                     "GET /metrics", "GET /healthz", "GET /readyz", "GET /config/versions",
                     "POST /config/reload", "GET /enforcement/blocks",
                     "POST /enforcement/blocks", "DELETE /enforcement/blocks?target=...",
+                    "GET /behavior/baselines", "GET /behavior/clients/{address or user:subject}",
                 ],
             }),
         ),
@@ -199,6 +212,58 @@ fn remove_block(gateway: &Gateway, request: &Request<Incoming>) -> Response<Resp
             serde_json::json!({"error": format!("no block rule on {parsed}")}),
         ),
         Err(e) => bad_request(e),
+    }
+}
+
+/// The settings behaviour summaries are read with: the first route's that has behaviour on
+/// (bucket levels depend on leak rates), else the defaults.
+fn summary_settings(gateway: &Gateway) -> apiguard_behavior::Settings {
+    gateway
+        .snapshot()
+        .routes
+        .iter()
+        .find_map(|r| r.behavior.as_ref().map(|b| b.settings.clone()))
+        .unwrap_or_default()
+}
+
+fn behavior_baselines(gateway: &Gateway) -> Response<ResponseBody> {
+    let behavior = gateway.behavior();
+    let settings = summary_settings(gateway);
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "endpoints": behavior.baselines(&settings, behavior.now_ms()),
+            "endpoints_not_learned": behavior.endpoints_dropped(),
+            "tracked_clients": behavior.client_count(),
+            "limits": {
+                "max_endpoints": behavior.limits().max_endpoints,
+                "max_clients": behavior.limits().max_clients,
+                "max_params": behavior.limits().max_params,
+            },
+        }),
+    )
+}
+
+fn behavior_client(gateway: &Gateway, raw: &str) -> Response<ResponseBody> {
+    let decoded = apiguard_behavior::shape::decode(raw, false, 1024);
+    // An address is looked up in its canonical form; anything else (`user:alice`) as given.
+    let key = match decoded.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) if decoded.starts_with("user:") => decoded,
+        Err(_) => {
+            return bad_request(format!(
+                "`{decoded}` is neither an IP address nor `user:<subject>`"
+            ));
+        }
+    };
+    let behavior = gateway.behavior();
+    let settings = summary_settings(gateway);
+    match behavior.client(&key, &settings, behavior.now_ms()) {
+        Some(summary) => json(StatusCode::OK, serde_json::json!(summary)),
+        None => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("client `{key}` is not tracked")}),
+        ),
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Config {
     /// other participants report. Off when absent.
     #[serde(default)]
     pub hub: Option<HubConfig>,
+    /// Behavioural detection: baselines learned from live traffic and the models judging
+    /// requests against them (see docs/behavior.md). Off when absent.
+    #[serde(default)]
+    pub behavior: Option<BehaviorConfig>,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -257,6 +261,9 @@ pub struct RouteConfig {
     /// This route's changes to the top-level `detect:` settings.
     #[serde(default)]
     pub detect: RouteDetectConfig,
+    /// This route's changes to the top-level `behavior:` settings.
+    #[serde(default)]
+    pub behavior: RouteBehaviorConfig,
 }
 
 /// Request matching. Every given condition must hold.
@@ -417,6 +424,173 @@ pub struct ExclusionConfig {
     /// `cookie:session`, `query:q` (a trailing `*` makes it a prefix). Absent: every target.
     #[serde(default)]
     pub target: Option<String>,
+}
+
+/// What the behaviour stage does with what it notices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BehaviorMode {
+    /// Learn baselines and track clients, report nothing (observe only).
+    #[default]
+    Learn,
+    /// Learn, and report findings with a score of 0: logged, counted and published as
+    /// events, never changing the decision.
+    Detect,
+    /// Learn, and add findings' scores to the request's anomaly score (the detection
+    /// threshold and mode then decide).
+    Enforce,
+    /// Neither learn nor judge.
+    Off,
+}
+
+/// Behavioural detection settings (see docs/behavior.md for every model).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorConfig {
+    /// `learn` (observe only), `detect` (report, score 0), `enforce` (report and score) or
+    /// `off`.
+    #[serde(default)]
+    pub mode: BehaviorMode,
+    /// Endpoints (route, method, path template) learned at most; further ones are not
+    /// learned. Read at start only.
+    #[serde(default = "defaults::behavior_max_endpoints")]
+    #[schemars(range(min = 1))]
+    pub max_endpoints: usize,
+    /// Clients (identities or addresses) tracked at most; past it the least recently seen
+    /// are forgotten. Read at start only.
+    #[serde(default = "defaults::behavior_max_clients")]
+    #[schemars(range(min = 1))]
+    pub max_clients: usize,
+    /// Parameters learned per endpoint at most. Read at start only.
+    #[serde(default = "defaults::behavior_max_params")]
+    #[schemars(range(min = 1))]
+    pub max_params: usize,
+    /// A JSON file keeping the learned endpoint baselines across restarts: loaded at start
+    /// (a missing file is fine; an unreadable one is logged and learning starts afresh),
+    /// written every `persist_interval` and at shutdown. Off when absent. Read at start only.
+    #[serde(default)]
+    pub persist_path: Option<String>,
+    /// How often the baselines are written to `persist_path` (at least 1s).
+    #[serde(default = "defaults::behavior_persist_interval")]
+    #[schemars(with = "String")]
+    pub persist_interval: DurationSpec,
+    /// The positive model: each parameter's learned character class, length and values.
+    #[serde(default)]
+    pub shape: ShapeConfig,
+    /// One client walking many distinct ids of one endpoint template (enumeration, BOLA).
+    #[serde(default = "defaults::behavior_enumeration")]
+    pub enumeration: BucketConfig,
+    /// One client collecting many distinct 404/410 answers (probing, CrowdSec's
+    /// `http-probing`).
+    #[serde(default = "defaults::behavior_probing")]
+    pub probing: BucketConfig,
+    /// One client requesting many distinct non-static paths (crawling, CrowdSec's
+    /// `http-crawl-non_statics`).
+    #[serde(default = "defaults::behavior_crawling")]
+    pub crawling: BucketConfig,
+    /// One client's request bursts.
+    #[serde(default = "defaults::behavior_rate")]
+    pub rate: BucketConfig,
+    /// One client collecting many 401/403 answers (brute force, credential stuffing).
+    #[serde(default = "defaults::behavior_auth_failures")]
+    pub auth_failures: BucketConfig,
+}
+
+impl Default for BehaviorConfig {
+    fn default() -> Self {
+        BehaviorConfig {
+            mode: BehaviorMode::Learn,
+            max_endpoints: defaults::behavior_max_endpoints(),
+            max_clients: defaults::behavior_max_clients(),
+            max_params: defaults::behavior_max_params(),
+            persist_path: None,
+            persist_interval: defaults::behavior_persist_interval(),
+            shape: ShapeConfig::default(),
+            enumeration: defaults::behavior_enumeration(),
+            probing: defaults::behavior_probing(),
+            crawling: defaults::behavior_crawling(),
+            rate: defaults::behavior_rate(),
+            auth_failures: defaults::behavior_auth_failures(),
+        }
+    }
+}
+
+/// The positive model of parameter values.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeConfig {
+    /// Judge values against their learned shape.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Clean requests (no finding, answered below 400) an endpoint needs before its
+    /// parameters are judged.
+    #[serde(default = "defaults::behavior_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: u64,
+    /// A value longer than `max(longest seen × length_factor, longest seen + 8)` is overlong.
+    #[serde(default = "defaults::behavior_length_factor")]
+    #[schemars(range(min = 1.0))]
+    pub length_factor: f64,
+    /// A parameter with at most this many distinct (non-numeric) values, each seen five
+    /// times on average, is an enumeration: an unseen value is a finding.
+    #[serde(default = "defaults::behavior_enum_max_values")]
+    #[schemars(range(min = 1, max = 256))]
+    pub enum_max_values: usize,
+}
+
+impl Default for ShapeConfig {
+    fn default() -> Self {
+        ShapeConfig {
+            enabled: true,
+            min_samples: defaults::behavior_min_samples(),
+            length_factor: defaults::behavior_length_factor(),
+            enum_max_values: defaults::behavior_enum_max_values(),
+        }
+    }
+}
+
+/// A leaky bucket per client: each counted event pours one unit, one unit leaks every
+/// `leak`, and while the level is above `capacity` the client's requests are flagged.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Units the bucket holds before it overflows.
+    #[schemars(range(min = 1))]
+    pub capacity: u32,
+    /// Time for one unit to leak out, such as `1s` or `500ms`.
+    #[schemars(with = "String")]
+    pub leak: DurationSpec,
+}
+
+/// A route's changes to the top-level behaviour settings: a field given here replaces the
+/// top-level one. Without a top-level `behavior:` section the defaults apply with mode `off`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBehaviorConfig {
+    /// Replaces `behavior.mode`.
+    #[serde(default)]
+    pub mode: Option<BehaviorMode>,
+    /// Replaces `behavior.shape`.
+    #[serde(default)]
+    pub shape: Option<ShapeConfig>,
+    /// Replaces `behavior.enumeration`.
+    #[serde(default)]
+    pub enumeration: Option<BucketConfig>,
+    /// Replaces `behavior.probing`.
+    #[serde(default)]
+    pub probing: Option<BucketConfig>,
+    /// Replaces `behavior.crawling`.
+    #[serde(default)]
+    pub crawling: Option<BucketConfig>,
+    /// Replaces `behavior.rate`.
+    #[serde(default)]
+    pub rate: Option<BucketConfig>,
+    /// Replaces `behavior.auth_failures`.
+    #[serde(default)]
+    pub auth_failures: Option<BucketConfig>,
 }
 
 /// Parser bounds of the detection engine.
@@ -620,7 +794,51 @@ impl<'de> Deserialize<'de> for DurationSpec {
 
 /// Default values, in one place so the docs and the code agree.
 pub mod defaults {
-    use super::DurationSpec;
+    use super::{BucketConfig, DurationSpec};
+
+    fn bucket(capacity: u32, leak: DurationSpec) -> BucketConfig {
+        BucketConfig {
+            enabled: true,
+            capacity,
+            leak,
+        }
+    }
+    pub fn behavior_max_endpoints() -> usize {
+        10_000
+    }
+    pub fn behavior_max_clients() -> usize {
+        100_000
+    }
+    pub fn behavior_max_params() -> usize {
+        64
+    }
+    pub fn behavior_persist_interval() -> DurationSpec {
+        DurationSpec::secs(300)
+    }
+    pub fn behavior_min_samples() -> u64 {
+        50
+    }
+    pub fn behavior_length_factor() -> f64 {
+        2.0
+    }
+    pub fn behavior_enum_max_values() -> usize {
+        16
+    }
+    pub fn behavior_enumeration() -> BucketConfig {
+        bucket(30, DurationSpec::secs(1))
+    }
+    pub fn behavior_probing() -> BucketConfig {
+        bucket(10, DurationSpec::secs(10))
+    }
+    pub fn behavior_crawling() -> BucketConfig {
+        bucket(40, DurationSpec::millis(500))
+    }
+    pub fn behavior_rate() -> BucketConfig {
+        bucket(600, DurationSpec::millis(10))
+    }
+    pub fn behavior_auth_failures() -> BucketConfig {
+        bucket(10, DurationSpec::secs(10))
+    }
 
     pub fn yes() -> bool {
         true

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod behavior;
 pub mod body;
 pub mod config;
 pub mod connpool;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub findings: IntCounterVec,
     pub request_score: HistogramVec,
     pub block_rules: IntGauge,
+    pub behavior_endpoints: IntGauge,
+    pub behavior_clients: IntGauge,
     pub hub_outbox: IntGauge,
     pub hub_reports: IntCounterVec,
     pub hub_indicators: IntCounterVec,
@@ -119,7 +121,7 @@ impl Metrics {
         let findings = IntCounterVec::new(
             Opts::new(
                 "findings_total",
-                "Pipeline findings (limits, attack detection) by rule and class",
+                "Pipeline findings (limits, attack detection, behaviour) by rule and class",
             ),
             &["rule", "class"],
         )
@@ -136,6 +138,16 @@ impl Metrics {
         let block_rules = IntGauge::new(
             "block_rules",
             "Block rules in effect (admin, hub indicators, self-healing)",
+        )
+        .expect("valid metric");
+        let behavior_endpoints = IntGauge::new(
+            "behavior_learned_endpoints",
+            "Endpoints (route, method, path template) with a learned baseline",
+        )
+        .expect("valid metric");
+        let behavior_clients = IntGauge::new(
+            "behavior_tracked_clients",
+            "Clients (identities or addresses) the behaviour models track",
         )
         .expect("valid metric");
         let hub_outbox = IntGauge::new(
@@ -173,6 +185,8 @@ impl Metrics {
             Box::new(findings.clone()),
             Box::new(request_score.clone()),
             Box::new(block_rules.clone()),
+            Box::new(behavior_endpoints.clone()),
+            Box::new(behavior_clients.clone()),
             Box::new(hub_outbox.clone()),
             Box::new(hub_reports.clone()),
             Box::new(hub_indicators.clone()),
@@ -196,6 +210,8 @@ impl Metrics {
             findings,
             request_score,
             block_rules,
+            behavior_endpoints,
+            behavior_clients,
             hub_outbox,
             hub_reports,
             hub_indicators,

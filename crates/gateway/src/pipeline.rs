@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use apiguard_model::{Action, Finding, Outcome, RequestContext, RequestView, Severity, Stage};
+use apiguard_model::{
+    Action, Finding, Identity, Outcome, RequestContext, RequestView, Severity, Stage,
+};
 
 use crate::config::LimitsConfig;
 
@@ -26,6 +28,8 @@ pub struct Decision {
     pub status: u16,
     pub score: u32,
     pub findings: Vec<Finding>,
+    /// The identity an authentication stage proved, if any (behaviour keys clients on it).
+    pub identity: Option<Identity>,
 }
 
 impl Pipeline {
@@ -91,6 +95,7 @@ impl Pipeline {
                 status: 0,
                 score: ctx.score,
                 findings: ctx.findings,
+                identity: ctx.identity,
             };
         }
         Decision {
@@ -98,6 +103,7 @@ impl Pipeline {
             status: 0,
             score: ctx.score,
             findings: ctx.findings,
+            identity: ctx.identity,
         }
     }
 
@@ -108,6 +114,7 @@ impl Pipeline {
                 status,
                 score: ctx.score,
                 findings: ctx.findings,
+                identity: ctx.identity,
             }
         } else {
             Decision {
@@ -115,6 +122,7 @@ impl Pipeline {
                 status: 0,
                 score: ctx.score,
                 findings: ctx.findings,
+                identity: ctx.identity,
             }
         }
     }

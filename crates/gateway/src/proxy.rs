@@ -37,6 +37,8 @@ pub struct Shared {
     pub unrouted: RouteMetrics,
     /// Block rules; they outlive configuration reloads.
     pub enforcement: Arc<Enforcement>,
+    /// Learned behaviour; it outlives configuration reloads.
+    pub behavior: Arc<apiguard_behavior::Behavior>,
 }
 
 /// What a connection knows about its client.
@@ -370,7 +372,22 @@ async fn forward(
         head.headers.insert(X_REQUEST_ID, id);
     }
     let status = head.status.as_u16();
-    let seconds = started.elapsed().as_secs_f64();
+    let latency = started.elapsed();
+    let seconds = latency.as_secs_f64();
+    if let Some(behavior) = &route.behavior {
+        behavior.observe(&apiguard_behavior::Observation {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            client: connection.client.peer.ip(),
+            identity: decision.identity.as_ref().map(|i| i.subject.as_str()),
+            status,
+            latency,
+            request_bytes: declared_length,
+            response_bytes: content_length(&head.headers),
+            flagged: !decision.findings.is_empty(),
+        });
+    }
     route.metrics.observe(
         &shared.metrics,
         &parts.method,

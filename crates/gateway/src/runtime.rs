@@ -62,6 +62,8 @@ pub struct Gateway {
     workers: usize,
     /// The reporter and subscriber of the `hub:` section, when there is one.
     hub: Mutex<Option<HubLink>>,
+    /// Where the behaviour baselines are persisted (`behavior.persist_path`, read at start).
+    behavior_file: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -86,12 +88,27 @@ impl Gateway {
         let (events, _) = broadcast::channel(4096);
         let worker_count = workers.len().max(1);
         let enforcement = Arc::new(Enforcement::new());
+        let behavior = Arc::new(apiguard_behavior::Behavior::new(crate::behavior::limits(
+            &config,
+        )));
+        let behavior_file = crate::behavior::persistence(&config);
+        if let Some((path, _)) = &behavior_file {
+            match behavior.load(path) {
+                Ok(loaded) => {
+                    tracing::info!(file = %path.display(), endpoints = loaded, "behaviour baselines loaded")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "behaviour baselines not loaded: learning starts afresh")
+                }
+            }
+        }
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
             workers: worker_count,
             previous: None,
             enforcement: enforcement.clone(),
+            behavior: behavior.clone(),
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         metrics.config_version.set(1);
@@ -138,6 +155,7 @@ impl Gateway {
             events,
             unrouted,
             enforcement,
+            behavior,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -154,6 +172,7 @@ impl Gateway {
             admin_addr,
             workers: worker_count,
             hub: Mutex::new(None),
+            behavior_file: behavior_file.as_ref().map(|(path, _)| path.clone()),
         });
         gateway.relink_hub(&gateway.snapshot());
 
@@ -191,6 +210,14 @@ impl Gateway {
             Arc::downgrade(&shared),
             shutdown_rx.clone(),
         ));
+        if let Some((path, interval)) = behavior_file {
+            tokio::spawn(persist_baselines(
+                Arc::downgrade(&shared),
+                path,
+                interval,
+                shutdown_rx.clone(),
+            ));
+        }
         if watch_config.watch {
             tokio::spawn(watch_file(
                 Arc::downgrade(&gateway),
@@ -237,6 +264,11 @@ impl Gateway {
     }
 
     /// The block table (admin API, hub subscriber, self-healing).
+    /// The learned behaviour state.
+    pub fn behavior(&self) -> &Arc<apiguard_behavior::Behavior> {
+        &self.shared.behavior
+    }
+
     pub fn enforcement(&self) -> &Arc<Enforcement> {
         &self.shared.enforcement
     }
@@ -306,6 +338,7 @@ impl Gateway {
             workers: self.workers,
             previous: Some(&current),
             enforcement: self.shared.enforcement.clone(),
+            behavior: self.shared.behavior.clone(),
         };
         let snapshot = compile(config, file, text, version, &env)?;
         let fixed = |s: &Snapshot| {
@@ -385,6 +418,15 @@ impl Gateway {
                 "drain timeout: closing the remaining connections"
             ),
         }
+        self.save_baselines();
+    }
+
+    /// Writes the behaviour baselines to `behavior.persist_path`, if set (also done
+    /// periodically and at shutdown).
+    pub fn save_baselines(&self) {
+        if let Some(path) = &self.behavior_file {
+            save_baselines(&self.shared, path);
+        }
     }
 
     /// Serves until SIGTERM or SIGINT (then drains), reloading on SIGHUP.
@@ -453,6 +495,42 @@ pub fn validate_file(path: &Path) -> Result<(), ConfigError> {
 }
 
 /// Drops expired block rules every second and keeps the rule gauge current.
+fn save_baselines(shared: &Shared, path: &Path) {
+    match shared.behavior.save(path) {
+        Ok(endpoints) => {
+            tracing::debug!(file = %path.display(), endpoints, "behaviour baselines saved")
+        }
+        Err(error) => tracing::warn!(%error, "behaviour baselines not saved"),
+    }
+}
+
+/// Writes the behaviour baselines every `interval` until shutdown.
+async fn persist_baselines(
+    shared: Weak<Shared>,
+    path: PathBuf,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        // Serialising thousands of endpoints is blocking work: keep it off the reactor.
+        let _ = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || save_baselines(&shared, &path)
+        })
+        .await;
+    }
+}
+
 async fn expire_block_rules(shared: Weak<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiguard_behavior::{Behavior, BehaviorStage};
 use apiguard_detect::DetectStage;
 use apiguard_model::{SecurityEvent, Stage};
 use http::{HeaderName, HeaderValue, Method};
 use rustls::ServerConfig;
 use tokio::sync::broadcast;
 
+use crate::behavior::compile_behavior;
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
 use crate::enforcement::{Enforcement, EnforcementStage};
@@ -40,6 +42,9 @@ pub struct RouteRuntime {
     pub request_timeout: Duration,
     pub pipeline: Pipeline,
     pub metrics: RouteMetrics,
+    /// The behaviour stage (also in `pipeline`), told about every response; `None` when
+    /// behaviour is off for the route.
+    pub behavior: Option<Arc<BehaviorStage>>,
 }
 
 /// Everything the data plane reads for one configuration version.
@@ -67,6 +72,8 @@ pub struct CompileEnv<'a> {
     pub previous: Option<&'a Snapshot>,
     /// The block table every route's first stage reads.
     pub enforcement: Arc<Enforcement>,
+    /// The learned behaviour state, kept across reloads.
+    pub behavior: Arc<Behavior>,
 }
 
 fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
@@ -92,6 +99,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let _ = compile_detection(config, &mut problems);
+    let _ = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     if let Some(hub) = &config.hub {
         let _ = HubSettings::resolve(hub, &mut problems);
@@ -342,6 +350,7 @@ pub fn compile(
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let detection = compile_detection(config, &mut problems);
+    let behavior = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     let hub = config
         .hub
@@ -380,7 +389,8 @@ pub fn compile(
         .routes
         .iter()
         .zip(detection)
-        .map(|(route, detection)| {
+        .zip(behavior)
+        .map(|((route, detection), behavior)| {
             let pool = pools[&route.upstream.value].clone();
             let mut stages: Vec<Arc<dyn Stage>> = vec![
                 Arc::new(EnforcementStage {
@@ -392,6 +402,16 @@ pub fn compile(
             ];
             if let Some(engine) = detection.engine {
                 stages.push(Arc::new(DetectStage(engine)));
+            }
+            let behavior = behavior.map(|settings| {
+                Arc::new(BehaviorStage {
+                    route: route.id.value.as_str().into(),
+                    settings,
+                    engine: env.behavior.clone(),
+                })
+            });
+            if let Some(stage) = &behavior {
+                stages.push(stage.clone());
             }
             let body_limit = detection
                 .max_body_inspect
@@ -407,6 +427,7 @@ pub fn compile(
                 pipeline: Pipeline::new(stages, detection.threshold, detection.enforce)
                     .with_body_limit(body_limit),
                 metrics: RouteMetrics::new(&env.metrics, &route.id.value),
+                behavior,
             }
         })
         .collect();

@@ -1,0 +1,165 @@
+//! Turns the `behavior:` settings (top level, then each route's changes) into the behaviour
+//! stage's compiled settings, reporting every invalid value with its route.
+
+use apiguard_behavior::{BucketParams, Limits, Mode, Settings, ShapeParams};
+
+use crate::config::{BehaviorConfig, BehaviorMode, BucketConfig, Config, RouteConfig, ShapeConfig};
+use crate::load::Problem;
+
+/// The memory bounds the engine is created with (read at start only).
+pub fn limits(config: &Config) -> Limits {
+    let b = config.behavior.clone().unwrap_or_default();
+    Limits {
+        max_endpoints: b.max_endpoints.max(1),
+        max_clients: b.max_clients.max(1),
+        max_params: b.max_params.max(1),
+    }
+}
+
+/// Where the baselines are persisted and how often (read at start only).
+pub fn persistence(config: &Config) -> Option<(std::path::PathBuf, std::time::Duration)> {
+    let b = config.behavior.as_ref()?;
+    let path = b.persist_path.as_ref()?;
+    Some((
+        path.into(),
+        b.persist_interval.0.max(std::time::Duration::from_secs(1)),
+    ))
+}
+
+/// Every route's effective settings, in route order; `None` when behaviour is off for it.
+pub fn compile_behavior(config: &Config, problems: &mut Vec<Problem>) -> Vec<Option<Settings>> {
+    let global = config.behavior.clone().unwrap_or(BehaviorConfig {
+        mode: BehaviorMode::Off,
+        ..BehaviorConfig::default()
+    });
+    let before = problems.len();
+    for (what, value) in [
+        ("max_endpoints", global.max_endpoints),
+        ("max_clients", global.max_clients),
+        ("max_params", global.max_params),
+    ] {
+        if value == 0 {
+            problems.push(Problem::general(format!(
+                "behavior.{what} must be at least 1"
+            )));
+        }
+    }
+    if global.persist_interval.0 < std::time::Duration::from_secs(1) {
+        problems.push(Problem::general(
+            "behavior.persist_interval must be at least 1s",
+        ));
+    }
+    if global.persist_path.as_deref() == Some("") {
+        problems.push(Problem::general(
+            "behavior.persist_path is empty: name a file or leave the key out",
+        ));
+    }
+    check_shape("behavior.shape", &global.shape, problems);
+    for (name, bucket) in buckets(&global) {
+        check_bucket(&format!("behavior.{name}"), bucket, problems);
+    }
+    let global_ok = problems.len() == before;
+    config
+        .routes
+        .iter()
+        .map(|route| effective(&global, route, global_ok, problems))
+        .collect()
+}
+
+fn buckets(b: &BehaviorConfig) -> [(&'static str, &BucketConfig); 5] {
+    [
+        ("enumeration", &b.enumeration),
+        ("probing", &b.probing),
+        ("crawling", &b.crawling),
+        ("rate", &b.rate),
+        ("auth_failures", &b.auth_failures),
+    ]
+}
+
+fn check_shape(path: &str, shape: &ShapeConfig, problems: &mut Vec<Problem>) {
+    if shape.min_samples == 0 {
+        problems.push(Problem::general(format!(
+            "{path}.min_samples must be at least 1"
+        )));
+    }
+    if !(shape.length_factor.is_finite() && shape.length_factor >= 1.0) {
+        problems.push(Problem::general(format!(
+            "{path}.length_factor must be a number of at least 1.0, not {}",
+            shape.length_factor
+        )));
+    }
+    if !(1..=256).contains(&shape.enum_max_values) {
+        problems.push(Problem::general(format!(
+            "{path}.enum_max_values must be 1 to 256, not {}",
+            shape.enum_max_values
+        )));
+    }
+}
+
+fn check_bucket(path: &str, bucket: &BucketConfig, problems: &mut Vec<Problem>) {
+    if bucket.capacity == 0 {
+        problems.push(Problem::general(format!(
+            "{path}.capacity must be at least 1"
+        )));
+    }
+    if bucket.leak.0.is_zero() {
+        problems.push(Problem::general(format!(
+            "{path}.leak must be longer than 0"
+        )));
+    }
+}
+
+fn params(bucket: &BucketConfig) -> Option<BucketParams> {
+    bucket.enabled.then_some(BucketParams {
+        capacity: bucket.capacity,
+        leak_ms: (bucket.leak.0.as_millis() as u64).max(1),
+    })
+}
+
+fn effective(
+    global: &BehaviorConfig,
+    route: &RouteConfig,
+    global_ok: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<Settings> {
+    let local = &route.behavior;
+    let before = problems.len();
+    let prefix = format!("route `{}`: behavior", route.id.value);
+    let shape = local.shape.as_ref().unwrap_or(&global.shape);
+    if let Some(s) = &local.shape {
+        check_shape(&format!("{prefix}.shape"), s, problems);
+    }
+    let mut pick = |name: &str, local: &Option<BucketConfig>, global: &BucketConfig| {
+        if let Some(b) = local {
+            check_bucket(&format!("{prefix}.{name}"), b, problems);
+        }
+        params(local.as_ref().unwrap_or(global))
+    };
+    let enumeration = pick("enumeration", &local.enumeration, &global.enumeration);
+    let probing = pick("probing", &local.probing, &global.probing);
+    let crawling = pick("crawling", &local.crawling, &global.crawling);
+    let rate = pick("rate", &local.rate, &global.rate);
+    let auth_failures = pick("auth_failures", &local.auth_failures, &global.auth_failures);
+    let mode = match local.mode.unwrap_or(global.mode) {
+        BehaviorMode::Off => return None,
+        BehaviorMode::Learn => Mode::Learn,
+        BehaviorMode::Detect => Mode::Detect,
+        BehaviorMode::Enforce => Mode::Enforce,
+    };
+    if !global_ok || problems.len() > before {
+        return None;
+    }
+    Some(Settings {
+        mode,
+        shape: shape.enabled.then_some(ShapeParams {
+            min_samples: shape.min_samples,
+            length_factor: shape.length_factor,
+            enum_max_values: shape.enum_max_values,
+        }),
+        enumeration,
+        probing,
+        crawling,
+        rate,
+        auth_failures,
+    })
+}
