@@ -40,6 +40,13 @@ pub struct Config {
     /// requests against them (see docs/behavior.md). Off when absent.
     #[serde(default)]
     pub behavior: Option<BehaviorConfig>,
+    /// Authentication providers (JWT, API keys, mTLS) that routes name under their own
+    /// `auth:`, and continuous verification. See docs/policy.md.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Rate limiting: cluster mode through Redis, and the limits of routes that set none.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -264,6 +271,14 @@ pub struct RouteConfig {
     /// This route's changes to the top-level `behavior:` settings.
     #[serde(default)]
     pub behavior: RouteBehaviorConfig,
+    /// Authentication on this route: which providers of `auth.providers` it accepts. No
+    /// authentication when absent.
+    #[serde(default)]
+    pub auth: Option<RouteAuthConfig>,
+    /// This route's rate limits, checked in order. When absent, `rate_limit.defaults` apply;
+    /// `[]` turns rate limiting off for the route.
+    #[serde(default)]
+    pub rate_limit: Option<Vec<LimitConfig>>,
 }
 
 /// Request matching. Every given condition must hold.
@@ -693,6 +708,311 @@ pub enum SubscribeMode {
     Off,
 }
 
+/// Authentication providers and continuous verification (see docs/policy.md).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Providers by name; a route lists the ones it accepts under `auth.providers`.
+    #[serde(default)]
+    pub providers: BTreeMap<String, AuthProviderConfig>,
+    /// Continuous verification of credentials: a token or key used from another network or
+    /// country, or by requests that score high, is challenged or revoked. Off when absent.
+    #[serde(default)]
+    pub continuous: Option<ContinuousConfig>,
+}
+
+/// One authentication provider: exactly one of `jwt`, `api_keys` or `mtls`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum AuthProviderConfig {
+    /// Bearer JSON Web Tokens.
+    Jwt(Box<JwtConfig>),
+    /// API keys in a request header.
+    ApiKeys(ApiKeysConfig),
+    /// The client certificate verified by the listener (mTLS, `client_ca`).
+    Mtls(MtlsConfig),
+}
+
+/// A JWT provider. Give exactly one key source: `jwks`, `public_key_file`, `secret` or
+/// `secret_file`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted issuers (`iss`). When given, a token without one of them is refused; when
+    /// several JWT providers serve one route, each takes the tokens of its issuers.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Accepted audiences (`aud`). When given, the token's `aud` must contain one of them.
+    /// Set it: without it a token minted for another API is accepted.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms (`RS256`, `PS256`, `ES256`, `ES384`, `EdDSA`, `HS256`, ...).
+    /// Default: every RS, PS, ES and EdDSA algorithm. HS algorithms need `secret` or
+    /// `secret_file`, and only they may be used with one.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub algorithms: Vec<Spanned<String>>,
+    /// Clock skew tolerated when checking `exp` and `nbf` (whole seconds).
+    #[serde(default = "defaults::clock_skew")]
+    #[schemars(with = "String")]
+    pub clock_skew: DurationSpec,
+    /// Verification keys from a JWKS URL (the identity provider's `jwks_uri`).
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
+    /// A PEM file with the public key (RSA, EC or Ed25519) that signs the tokens.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub public_key_file: Option<Spanned<String>>,
+    /// A file holding the shared secret of HS algorithms (trailing newlines are ignored).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub secret_file: Option<Spanned<String>>,
+    /// The shared secret of HS algorithms inline (for tests; prefer `secret_file`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The request header carrying the token. `authorization` (the default) expects
+    /// `Bearer <token>`; another header carries the token alone.
+    #[serde(default = "defaults::jwt_header")]
+    pub header: String,
+    /// The claim naming the identity's subject.
+    #[serde(default = "defaults::subject_claim")]
+    pub subject_claim: String,
+}
+
+/// Where a JWT provider fetches its keys.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// The JWKS document's URL, `https://` (or `http://` on a trusted network). Redirects are
+    /// not followed.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// Time between scheduled fetches. A token naming an unknown key id (`kid`) also
+    /// triggers a fetch, at most once per `min_refresh_interval`.
+    #[serde(default = "defaults::jwks_refresh")]
+    #[schemars(with = "String")]
+    pub refresh_interval: DurationSpec,
+    /// Shortest time between two fetches triggered by unknown key ids.
+    #[serde(default = "defaults::jwks_min_refresh")]
+    #[schemars(with = "String")]
+    pub min_refresh_interval: DurationSpec,
+    /// Time allowed for one fetch.
+    #[serde(default = "defaults::jwks_timeout")]
+    #[schemars(with = "String")]
+    pub timeout: DurationSpec,
+    /// A PEM file of CA certificates trusted for the JWKS URL instead of the system's.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<Spanned<String>>,
+}
+
+/// An API key provider.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// The request header carrying the key.
+    #[serde(default = "defaults::api_key_header")]
+    pub header: String,
+    /// The accepted keys.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One API key, stored as its SHA-256.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The identity's subject when this key is presented (unique within the provider).
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The key's SHA-256 in hex (`printf %s "$KEY" | sha256sum`).
+    #[schemars(with = "String")]
+    pub sha256: Spanned<String>,
+    /// Attributes of the identity (its claims, for authorisation).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A client certificate provider. The listener must verify client certificates
+/// (`tls.client_ca`); without a certificate this provider finds no credential.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// Accepted certificate subjects, exact, as RFC 4514 strings (`CN=billing,O=Example`).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Accepted subject alternative names: `DNS:name`, `URI:spiffe://...`, `email:...`; a
+    /// trailing `*` makes a prefix. With `subjects` also empty, any verified certificate is
+    /// accepted.
+    #[serde(default)]
+    pub sans: Vec<String>,
+}
+
+/// Continuous verification (see docs/policy.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuousConfig {
+    /// A CSV file mapping networks to countries, one `network,country` per line
+    /// (`203.0.113.0/24,FR`). Without it, countries are not compared.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ip_database: Option<Spanned<String>>,
+    /// IPv4 addresses sharing a prefix of this length are the same network.
+    #[serde(default = "defaults::network_prefix_v4")]
+    pub network_prefix_v4: u8,
+    /// IPv6 addresses sharing a prefix of this length are the same network.
+    #[serde(default = "defaults::network_prefix_v6")]
+    pub network_prefix_v6: u8,
+    /// What a credential used from another network does: `allow` (count it and follow the
+    /// credential), `challenge` (401) or `revoke` (401, and refused for `revoke_for`).
+    #[serde(default = "defaults::on_new_network")]
+    pub on_new_network: ContextActionConfig,
+    /// What a credential used from another country (per `ip_database`) does.
+    #[serde(default = "defaults::on_new_country")]
+    pub on_new_country: ContextActionConfig,
+    /// A credential whose recent requests scored this much (anomaly score, decaying with
+    /// `risk_half_life`) meets `on_risk`. 0 turns the risk check off.
+    #[serde(default = "defaults::risk_threshold")]
+    pub risk_threshold: u32,
+    /// Time for a credential's risk to halve.
+    #[serde(default = "defaults::risk_half_life")]
+    #[schemars(with = "String")]
+    pub risk_half_life: DurationSpec,
+    /// What a credential at `risk_threshold` does.
+    #[serde(default = "defaults::on_risk")]
+    pub on_risk: ContextActionConfig,
+    /// How long a revoked credential is refused.
+    #[serde(default = "defaults::revoke_for")]
+    #[schemars(with = "String")]
+    pub revoke_for: DurationSpec,
+    /// A credential unused this long is forgotten: its next use starts a new context.
+    #[serde(default = "defaults::credential_idle_timeout")]
+    #[schemars(with = "String")]
+    pub idle_timeout: DurationSpec,
+    /// Credentials tracked at most; past it, new credentials are not tracked until idle ones
+    /// are forgotten.
+    #[serde(default = "defaults::max_credentials")]
+    pub max_credentials: usize,
+}
+
+/// What a context change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextActionConfig {
+    /// Let the request through, count it, and make the new context the credential's.
+    Allow,
+    /// Answer 401 with a step-up challenge; the credential keeps working from its context.
+    Challenge,
+    /// Answer 401 and refuse the credential everywhere for `revoke_for`.
+    Revoke,
+}
+
+/// A route's authentication.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthConfig {
+    /// Providers (keys of `auth.providers`) accepted on this route. The first one whose
+    /// kind of credential the request carries decides.
+    #[schemars(with = "Vec<String>")]
+    pub providers: Vec<Spanned<String>>,
+    /// Let requests that carry no credential at all through, anonymously. A credential that
+    /// fails is refused either way.
+    #[serde(default)]
+    pub optional: bool,
+    /// Apply `auth.continuous` on this route (when it is configured).
+    #[serde(default = "defaults::yes")]
+    pub continuous: bool,
+}
+
+/// Rate limiting (see docs/policy.md).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Cluster mode: share counters between gateway replicas through Redis. Limits are
+    /// local to each replica when absent.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+    /// Limits of the routes that have no `rate_limit:` of their own.
+    #[serde(default)]
+    pub defaults: Vec<LimitConfig>,
+    /// Add `RateLimit` and `RateLimit-Policy` headers to allowed responses too (a 429
+    /// always has them).
+    #[serde(default = "defaults::yes")]
+    pub headers: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            redis: None,
+            defaults: Vec::new(),
+            headers: true,
+        }
+    }
+}
+
+/// Where replicas share their rate-limit counters.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// How often each replica sends its counts and reads the cluster's. A client can get
+    /// up to one interval's worth of extra requests through each replica.
+    #[serde(default = "defaults::redis_sync_interval")]
+    #[schemars(with = "String")]
+    pub sync_interval: DurationSpec,
+    /// Time allowed for one sync; past it, Redis counts as unreachable for that interval.
+    #[serde(default = "defaults::redis_timeout")]
+    #[schemars(with = "String")]
+    pub timeout: DurationSpec,
+    /// Prefix of the Redis keys, so that several fleets can share one Redis.
+    #[serde(default = "defaults::redis_key_prefix")]
+    pub key_prefix: String,
+}
+
+/// One rate limit: `rate` requests per `per`, with bursts of up to `burst`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Names the limit in the `RateLimit` headers, metrics and Redis keys (letters, digits,
+    /// `-`, `_`, `.`; unique on a route). Defaults to the key.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What is counted: `client` (address; IPv6 by /64), `api_key`, `identity` (any
+    /// authenticated subject) or `route` (all requests of the route together).
+    pub key: LimitKeyConfig,
+    /// Requests allowed per `per`, sustained.
+    pub rate: u32,
+    /// The period of `rate`, such as `1s` or `1m`.
+    #[schemars(with = "String")]
+    pub per: DurationSpec,
+    /// Requests allowed at once (a full bucket). Defaults to `rate`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Share this limit between replicas when `rate_limit.redis` is set.
+    #[serde(default = "defaults::yes")]
+    pub cluster: bool,
+    /// Keys tracked at most; past it, new keys share one bucket until idle keys are
+    /// forgotten.
+    #[serde(default = "defaults::max_keys")]
+    pub max_keys: usize,
+}
+
+/// What a limit counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKeyConfig {
+    /// The client's address (IPv6 addresses by their /64).
+    Client,
+    /// The API key the request authenticated with; other requests are not counted.
+    ApiKey,
+    /// The authenticated subject, whatever the method; anonymous requests are not counted.
+    Identity,
+    /// All requests of the route together.
+    Route,
+}
+
 /// Access logs: one JSON line per request on standard output.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -926,6 +1246,69 @@ pub mod defaults {
     }
     pub fn drain_timeout() -> DurationSpec {
         DurationSpec::secs(15)
+    }
+    pub fn clock_skew() -> DurationSpec {
+        DurationSpec::secs(60)
+    }
+    pub fn jwt_header() -> String {
+        "authorization".into()
+    }
+    pub fn subject_claim() -> String {
+        "sub".into()
+    }
+    pub fn jwks_refresh() -> DurationSpec {
+        DurationSpec::secs(300)
+    }
+    pub fn jwks_min_refresh() -> DurationSpec {
+        DurationSpec::secs(10)
+    }
+    pub fn jwks_timeout() -> DurationSpec {
+        DurationSpec::secs(5)
+    }
+    pub fn api_key_header() -> String {
+        "x-api-key".into()
+    }
+    pub fn network_prefix_v4() -> u8 {
+        24
+    }
+    pub fn network_prefix_v6() -> u8 {
+        48
+    }
+    pub fn on_new_network() -> super::ContextActionConfig {
+        super::ContextActionConfig::Allow
+    }
+    pub fn on_new_country() -> super::ContextActionConfig {
+        super::ContextActionConfig::Challenge
+    }
+    pub fn on_risk() -> super::ContextActionConfig {
+        super::ContextActionConfig::Challenge
+    }
+    pub fn risk_threshold() -> u32 {
+        20
+    }
+    pub fn risk_half_life() -> DurationSpec {
+        DurationSpec::secs(600)
+    }
+    pub fn revoke_for() -> DurationSpec {
+        DurationSpec::secs(3600)
+    }
+    pub fn credential_idle_timeout() -> DurationSpec {
+        DurationSpec::secs(24 * 3600)
+    }
+    pub fn max_credentials() -> usize {
+        100_000
+    }
+    pub fn redis_sync_interval() -> DurationSpec {
+        DurationSpec::millis(100)
+    }
+    pub fn redis_timeout() -> DurationSpec {
+        DurationSpec::millis(500)
+    }
+    pub fn redis_key_prefix() -> String {
+        "apiguard:rl".into()
+    }
+    pub fn max_keys() -> usize {
+        100_000
     }
 }
 

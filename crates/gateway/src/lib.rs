@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authn;
 pub mod behavior;
 pub mod body;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod sharing;

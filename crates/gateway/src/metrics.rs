@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use apiguard_policy::authn::AuthnMetrics;
+use apiguard_policy::ratelimit::RateLimitMetrics;
 use http::Method;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -30,6 +32,10 @@ pub struct Metrics {
     pub hub_outbox: IntGauge,
     pub hub_reports: IntCounterVec,
     pub hub_indicators: IntCounterVec,
+    /// Authentication failures, continuous verification, JWKS fetches.
+    pub authn: AuthnMetrics,
+    /// Rate-limit refusals and the Redis cluster sync.
+    pub rate_limits: RateLimitMetrics,
 }
 
 /// Scores by severity are 2 to 5 per finding; the default threshold is 5.
@@ -195,6 +201,12 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let authn = AuthnMetrics::new();
+        authn.register(&registry).expect("metric names are unique");
+        let rate_limits = RateLimitMetrics::new();
+        rate_limits
+            .register(&registry)
+            .expect("metric names are unique");
         Metrics {
             registry,
             requests,
@@ -215,6 +227,8 @@ impl Metrics {
             hub_outbox,
             hub_reports,
             hub_indicators,
+            authn,
+            rate_limits,
         }
     }
 

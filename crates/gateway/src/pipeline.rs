@@ -5,6 +5,7 @@ use std::sync::Arc;
 use apiguard_model::{
     Action, Finding, Identity, Outcome, RequestContext, RequestView, Severity, Stage,
 };
+use http::HeaderMap;
 
 use crate::config::LimitsConfig;
 
@@ -28,8 +29,24 @@ pub struct Decision {
     pub status: u16,
     pub score: u32,
     pub findings: Vec<Finding>,
-    /// The identity an authentication stage proved, if any (behaviour keys clients on it).
+    /// Headers the stages want on the answer, whatever it is (`WWW-Authenticate`,
+    /// `Retry-After`, `RateLimit`, ...).
+    pub headers: HeaderMap,
+    /// Who the request is from, when authentication proved it.
     pub identity: Option<Identity>,
+}
+
+impl Decision {
+    fn new(action: Action, status: u16, ctx: RequestContext) -> Self {
+        Decision {
+            action,
+            status,
+            score: ctx.score,
+            findings: ctx.findings,
+            headers: ctx.response_headers,
+            identity: ctx.identity,
+        }
+    }
 }
 
 impl Pipeline {
@@ -78,52 +95,36 @@ impl Pipeline {
                 Outcome::Score(findings) => findings.into_iter().for_each(|f| ctx.add(f)),
                 Outcome::Challenge(finding) => {
                     ctx.add(finding);
-                    return self.refuse(ctx, Action::Challenge, 401);
+                    return self.refuse(ctx, Action::Challenge, 401, stage.as_ref());
                 }
                 Outcome::Block { status, finding } => {
                     ctx.add(finding);
-                    return self.refuse(ctx, Action::Block, status);
+                    return self.refuse(ctx, Action::Block, status, stage.as_ref());
                 }
             }
         }
         if ctx.score >= self.threshold && ctx.score > 0 {
             if self.enforce {
-                return self.refuse(ctx, Action::Block, 403);
+                return Decision::new(Action::Block, 403, ctx);
             }
-            return Decision {
-                action: Action::LogOnly,
-                status: 0,
-                score: ctx.score,
-                findings: ctx.findings,
-                identity: ctx.identity,
-            };
+            return Decision::new(Action::LogOnly, 0, ctx);
         }
-        Decision {
-            action: Action::Allow,
-            status: 0,
-            score: ctx.score,
-            findings: ctx.findings,
-            identity: ctx.identity,
-        }
+        Decision::new(Action::Allow, 0, ctx)
     }
 
-    fn refuse(&self, ctx: RequestContext, action: Action, status: u16) -> Decision {
-        if self.enforce {
-            Decision {
-                action,
-                status,
-                score: ctx.score,
-                findings: ctx.findings,
-                identity: ctx.identity,
-            }
+    /// A stage refused: in detect-only mode only stages that are not detection (such as
+    /// authentication and rate limiting) still refuse.
+    fn refuse(
+        &self,
+        ctx: RequestContext,
+        action: Action,
+        status: u16,
+        stage: &dyn Stage,
+    ) -> Decision {
+        if self.enforce || stage.enforced_in_detect_only() {
+            Decision::new(action, status, ctx)
         } else {
-            Decision {
-                action: Action::LogOnly,
-                status: 0,
-                score: ctx.score,
-                findings: ctx.findings,
-                identity: ctx.identity,
-            }
+            Decision::new(Action::LogOnly, 0, ctx)
         }
     }
 }

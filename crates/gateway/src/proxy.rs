@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use apiguard_model::event::now_ms;
 use apiguard_model::{Action, ClientInfo, EventKind, RequestView, SecurityEvent};
+use apiguard_policy::{AuthnRuntime, RateLimits};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -39,6 +40,10 @@ pub struct Shared {
     pub enforcement: Arc<Enforcement>,
     /// Learned behaviour; it outlives configuration reloads.
     pub behavior: Arc<apiguard_behavior::Behavior>,
+    /// JWKS key sets and continuous verification state; they outlive reloads.
+    pub authn: Arc<AuthnRuntime>,
+    /// Rate limiters and the Redis sync; they outlive reloads.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// What a connection knows about its client.
@@ -190,8 +195,12 @@ async fn forward(
         request_id,
         body: inspected.as_ref(),
     };
-    let decision = route.pipeline.run(&view);
+    let mut decision = route.pipeline.run(&view);
     route.metrics.observe_score(decision.score);
+    if let (Some(continuous), Some(identity)) = (&route.continuous, &decision.identity) {
+        continuous.observe(identity, decision.score);
+    }
+    let answer_headers = std::mem::take(&mut decision.headers);
     if !decision.findings.is_empty() {
         report(
             shared,
@@ -209,9 +218,13 @@ async fn forward(
             413 => "the request body is larger than this route allows",
             431 => "the request headers are larger than this route allows",
             401 => "authentication is required",
+            429 => "too many requests: retry after the time in Retry-After",
+            503 => "the gateway cannot verify credentials right now",
             _ => "the request was refused by policy",
         };
-        return local.problem(status, detail, decision.action);
+        let mut response = problem(status, detail, request_id);
+        add_headers(response.headers_mut(), &answer_headers);
+        return local.finish(response, decision.action);
     }
 
     // The head sent upstream, with the path as it was routed.
@@ -371,6 +384,7 @@ async fn forward(
     if let Ok(id) = HeaderValue::from_str(request_id) {
         head.headers.insert(X_REQUEST_ID, id);
     }
+    add_headers(&mut head.headers, &answer_headers);
     let status = head.status.as_u16();
     let latency = started.elapsed();
     let seconds = latency.as_secs_f64();
@@ -427,6 +441,13 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Adds the pipeline's answer headers (they never replace the upstream's).
+fn add_headers(headers: &mut http::HeaderMap, extra: &http::HeaderMap) {
+    for (name, value) in extra {
+        headers.append(name.clone(), value.clone());
+    }
 }
 
 fn wants_upgrade(headers: &http::HeaderMap) -> bool {

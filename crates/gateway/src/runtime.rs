@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use apiguard_model::event::now_ms;
 use apiguard_model::{EventKind, SecurityEvent};
+use apiguard_policy::{AuthnRuntime, RateLimits};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -102,6 +103,8 @@ impl Gateway {
                 }
             }
         }
+        let authn = AuthnRuntime::new(metrics.authn.clone());
+        let rate_limits = RateLimits::new(metrics.rate_limits.clone());
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
@@ -109,8 +112,11 @@ impl Gateway {
             previous: None,
             enforcement: enforcement.clone(),
             behavior: behavior.clone(),
+            authn: authn.clone(),
+            rate_limits: rate_limits.clone(),
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
+        apply_policy(&snapshot, &authn, &rate_limits);
         metrics.config_version.set(1);
 
         // One socket per listener, accepted on this (control) runtime, which hands each
@@ -156,6 +162,8 @@ impl Gateway {
             unrouted,
             enforcement,
             behavior,
+            authn,
+            rate_limits,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -339,6 +347,8 @@ impl Gateway {
             previous: Some(&current),
             enforcement: self.shared.enforcement.clone(),
             behavior: self.shared.behavior.clone(),
+            authn: self.shared.authn.clone(),
+            rate_limits: self.shared.rate_limits.clone(),
         };
         let snapshot = compile(config, file, text, version, &env)?;
         let fixed = |s: &Snapshot| {
@@ -373,6 +383,7 @@ impl Gateway {
         let hash = snapshot.hash.clone();
         let snapshot = Arc::new(snapshot);
         self.shared.snapshot.store(snapshot.clone());
+        apply_policy(&snapshot, &self.shared.authn, &self.shared.rate_limits);
         self.relink_hub(&snapshot);
         self.shared.metrics.config_version.set(version as i64);
         self.shared
@@ -448,6 +459,13 @@ impl Gateway {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// Applies the settings of the policy state that outlives snapshots: continuous verification
+/// and rate-limit cluster mode.
+fn apply_policy(snapshot: &Snapshot, authn: &AuthnRuntime, rate_limits: &RateLimits) {
+    authn.continuous().configure(snapshot.continuous.clone());
+    rate_limits.configure_cluster(snapshot.rate_limit_cluster.clone());
 }
 
 /// Reloads when the file's content changes. Polling the content hash (not inotify) also

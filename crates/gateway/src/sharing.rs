@@ -252,7 +252,8 @@ impl Outbox {
 
 /// The raw report (the hub's REST shape) for one blocking decision, or `None` when the
 /// decision is not worth sharing: not a block, a block by a shared rule (sharing it back
-/// would echo the hub), or a size limit (not an attack).
+/// would echo the hub), a size limit, a rate limit or an authentication failure (not attacks
+/// by themselves).
 pub fn report_for(event: &SecurityEvent) -> Option<serde_json::Value> {
     let EventKind::RequestInspected {
         action,
@@ -268,7 +269,7 @@ pub fn report_for(event: &SecurityEvent) -> Option<serde_json::Value> {
     }
     let top = findings
         .iter()
-        .filter(|f| f.class != "limits")
+        .filter(|f| !matches!(&*f.class, "limits" | "ratelimit" | "authn"))
         .max_by_key(|f| f.score)?;
     let severity = match score {
         0..=6 => "medium",

@@ -9,10 +9,14 @@ use std::time::Duration;
 use apiguard_behavior::{Behavior, BehaviorStage};
 use apiguard_detect::DetectStage;
 use apiguard_model::{SecurityEvent, Stage};
+use apiguard_policy::authn::{Continuous, ContinuousSettings};
+use apiguard_policy::ratelimit::ClusterSettings;
+use apiguard_policy::{AuthnRuntime, RateLimits};
 use http::{HeaderName, HeaderValue, Method};
 use rustls::ServerConfig;
 use tokio::sync::broadcast;
 
+use crate::authn::compile_auth;
 use crate::behavior::compile_behavior;
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
@@ -20,6 +24,7 @@ use crate::enforcement::{Enforcement, EnforcementStage};
 use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{LimitsStage, Pipeline};
+use crate::ratelimit::compile_rate_limits;
 use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
 use crate::sharing::HubSettings;
 use crate::upstream::{Pool, PoolSettings};
@@ -45,6 +50,8 @@ pub struct RouteRuntime {
     /// The behaviour stage (also in `pipeline`), told about every response; `None` when
     /// behaviour is off for the route.
     pub behavior: Option<Arc<BehaviorStage>>,
+    /// Continuous verification, fed each authenticated request's final score.
+    pub continuous: Option<Arc<Continuous>>,
 }
 
 /// Everything the data plane reads for one configuration version.
@@ -60,6 +67,10 @@ pub struct Snapshot {
     pub reload: ReloadConfig,
     /// Threat sharing with a hub, resolved.
     pub hub: Option<HubSettings>,
+    /// Rate-limit cluster mode (`rate_limit.redis`), resolved.
+    pub rate_limit_cluster: Option<ClusterSettings>,
+    /// Continuous verification (`auth.continuous`), resolved.
+    pub continuous: Option<ContinuousSettings>,
 }
 
 /// What compiling needs from the running gateway.
@@ -74,6 +85,10 @@ pub struct CompileEnv<'a> {
     pub enforcement: Arc<Enforcement>,
     /// The learned behaviour state, kept across reloads.
     pub behavior: Arc<Behavior>,
+    /// JWKS key sets and continuous verification state, kept across reloads.
+    pub authn: Arc<AuthnRuntime>,
+    /// Rate limiters (and their counts), kept across reloads, and the Redis sync.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
@@ -99,6 +114,8 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let _ = compile_detection(config, &mut problems);
+    let _ = compile_auth(config, None, &mut problems);
+    let _ = compile_rate_limits(config, None, &mut problems);
     let _ = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     if let Some(hub) = &config.hub {
@@ -350,6 +367,8 @@ pub fn compile(
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let detection = compile_detection(config, &mut problems);
+    let auth = compile_auth(config, Some(&env.authn), &mut problems);
+    let limits = compile_rate_limits(config, Some(&env.rate_limits), &mut problems);
     let behavior = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     let hub = config
@@ -385,13 +404,18 @@ pub fn compile(
         };
         pools.insert(name.clone(), pool);
     }
+    let rate_limit_cluster = limits.cluster;
     let routes = config
         .routes
         .iter()
         .zip(detection)
         .zip(behavior)
-        .map(|((route, detection), behavior)| {
+        .zip(auth.routes)
+        .zip(limits.routes)
+        .map(|((((route, detection), behavior), authn), rate_limits)| {
             let pool = pools[&route.upstream.value].clone();
+            // The architecture's order: enforcement, limits, rate limiting, authentication
+            // (with the limits that count by identity right after it), ..., detection.
             let mut stages: Vec<Arc<dyn Stage>> = vec![
                 Arc::new(EnforcementStage {
                     enforcement: env.enforcement.clone(),
@@ -400,6 +424,16 @@ pub fn compile(
                     limits: route.limits.clone(),
                 }),
             ];
+            if let Some(stage) = rate_limits.before_auth {
+                stages.push(stage);
+            }
+            let continuous = authn.as_ref().and_then(|a| a.continuous().cloned());
+            if let Some(stage) = authn {
+                stages.push(stage);
+            }
+            if let Some(stage) = rate_limits.after_auth {
+                stages.push(stage);
+            }
             if let Some(engine) = detection.engine {
                 stages.push(Arc::new(DetectStage(engine)));
             }
@@ -428,6 +462,7 @@ pub fn compile(
                     .with_body_limit(body_limit),
                 metrics: RouteMetrics::new(&env.metrics, &route.id.value),
                 behavior,
+                continuous,
             }
         })
         .collect();
@@ -446,6 +481,8 @@ pub fn compile(
         access_log: config.access_log.enabled,
         reload: config.reload.clone(),
         hub,
+        rate_limit_cluster,
+        continuous: auth.continuous,
     })
 }
 

@@ -71,6 +71,10 @@ pub struct RequestContext {
     pub findings: Vec<Finding>,
     /// The authenticated identity, once an authentication stage set it.
     pub identity: Option<Identity>,
+    /// Headers for the answer to the client, whatever it is (the upstream's response or a
+    /// refusal made here): `WWW-Authenticate` on a 401, `Retry-After` and `RateLimit` on a
+    /// 429, `RateLimit` on a success.
+    pub response_headers: http::HeaderMap,
 }
 
 /// How a client proved who it is.
@@ -144,6 +148,13 @@ pub trait Stage: Send + Sync + 'static {
     /// whose body is larger than the route's inspection limit is streamed uninspected and the
     /// stage sees `body: None` (the limits stage scores that case).
     fn needs_body(&self) -> bool {
+        false
+    }
+
+    /// Whether this stage's refusals apply even on a route in detect-only mode. Detection
+    /// findings are only logged there, but a missing credential or an exhausted rate limit is
+    /// not a detection: authentication and rate limiting say yes.
+    fn enforced_in_detect_only(&self) -> bool {
         false
     }
 
