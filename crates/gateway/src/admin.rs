@@ -1,5 +1,6 @@
-//! The admin endpoint: metrics, liveness, readiness, configuration versions and reload, and
-//! the block rules of the enforcement state.
+//! The admin endpoint: metrics, liveness, readiness, configuration versions and reload, the
+//! block rules of the enforcement state, and just-in-time authorisation grants with their
+//! audit trail.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+
+use apiguard_policy::authz::{GrantError, GrantPrincipal, GrantRequest, IpPrefix};
 
 use crate::body::ResponseBody;
 use crate::config::DurationSpec;
@@ -107,8 +110,26 @@ async fn answer(
                     .iter()
                     .map(|r| r.as_ref().clone())
                     .collect::<Vec<BlockRule>>(),
+                "watched": gateway
+                    .enforcement()
+                    .watched()
+                    .iter()
+                    .map(|r| r.as_ref().clone())
+                    .collect::<Vec<BlockRule>>(),
             }),
         ),
+        (&Method::GET, "/authz/grants") => json(
+            StatusCode::OK,
+            serde_json::json!({"grants": gateway.grants().list()}),
+        ),
+        (&Method::POST, "/authz/grants") => add_grant(&gateway, request).await,
+        (&Method::GET, "/authz/audit") => json(
+            StatusCode::OK,
+            serde_json::json!({"entries": gateway.grants().audit_trail()}),
+        ),
+        (&Method::DELETE, path) if path.starts_with("/authz/grants/") => {
+            revoke_grant(&gateway, &request)
+        }
         (&Method::POST, "/enforcement/blocks") => add_block(&gateway, request).await,
         (&Method::DELETE, "/enforcement/blocks") => remove_block(&gateway, &request),
         _ => json(
@@ -120,6 +141,8 @@ async fn answer(
                     "POST /config/reload", "GET /enforcement/blocks",
                     "POST /enforcement/blocks", "DELETE /enforcement/blocks?target=...",
                     "GET /behavior/baselines", "GET /behavior/clients/{address or user:subject}",
+                    "GET /authz/grants", "POST /authz/grants", "DELETE /authz/grants/{id}",
+                    "GET /authz/audit",
                 ],
             }),
         ),
@@ -184,6 +207,115 @@ async fn add_block(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
     });
     tracing::info!(target: "apiguard::security", rule = %rule.target, until_ms = rule.until_ms, "block rule added by an operator");
     json(StatusCode::CREATED, serde_json::json!({"rule": *rule}))
+}
+
+/// The body of `POST /authz/grants`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    /// `ApiGuard::Identity::"alice"`, `ApiGuard::Anonymous::"anonymous"`, or
+    /// `{"type": ..., "id": ...}`.
+    principal: serde_json::Value,
+    /// Route ids, or `["*"]`.
+    routes: Vec<String>,
+    /// HTTP methods, or `["*"]`.
+    actions: Vec<String>,
+    /// Only from this address or prefix.
+    #[serde(default)]
+    client: Option<String>,
+    /// How long, such as `15m`.
+    ttl: String,
+    reason: String,
+    /// Who asked for it.
+    #[serde(default)]
+    granted_by: Option<String>,
+}
+
+async fn add_grant(gateway: &Gateway, request: Request<Incoming>) -> Response<ResponseBody> {
+    let snapshot = gateway.snapshot();
+    let Some(max_ttl) = snapshot.max_grant_ttl else {
+        return json(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": "authorisation is not configured (no `authz:` section): a grant would change nothing"}),
+        );
+    };
+    let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return bad_request("the body could not be read or is over 64 KiB"),
+    };
+    let new: NewGrant = match serde_json::from_slice(&body) {
+        Ok(new) => new,
+        Err(e) => {
+            return bad_request(format!(
+                "expected {{\"principal\": \"ApiGuard::Identity::\\\"alice\\\"\", \"routes\": [\"admin\"], \"actions\": [\"GET\"], \"ttl\": \"15m\", \"reason\": \"...\", \"client\": \"10.0.0.0/8\" (optional)}}: {e}"
+            ));
+        }
+    };
+    let principal = match GrantPrincipal::from_json(&new.principal) {
+        Ok(principal) => principal,
+        Err(e) => return bad_request(format!("principal: {e}")),
+    };
+    let client = match new
+        .client
+        .as_deref()
+        .map(str::parse::<IpPrefix>)
+        .transpose()
+    {
+        Ok(client) => client,
+        Err(e) => return bad_request(format!("client: {e}")),
+    };
+    let ttl = match DurationSpec::parse(&new.ttl) {
+        Ok(ttl) => ttl.0,
+        Err(e) => return bad_request(format!("ttl: {e}")),
+    };
+    if new.reason.trim().is_empty() {
+        return bad_request("reason: say why (a ticket or an incident), for the audit trail");
+    }
+    let routes: Vec<&str> = snapshot.routes.iter().map(|r| r.id.as_str()).collect();
+    let grant = gateway.grants().grant(
+        GrantRequest {
+            principal,
+            routes: new.routes,
+            actions: new.actions,
+            client,
+            ttl,
+            reason: new.reason,
+            granted_by: new.granted_by.unwrap_or_else(|| "admin".into()),
+        },
+        &routes,
+        max_ttl,
+    );
+    match grant {
+        Ok(grant) => json(StatusCode::CREATED, serde_json::json!({"grant": *grant})),
+        Err(e @ GrantError::TooMany(_)) => json(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"error": e.to_string()}),
+        ),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+fn revoke_grant(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let id = request
+        .uri()
+        .path()
+        .trim_start_matches("/authz/grants/")
+        .to_owned();
+    let by = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("by="))
+        .map(|b| apiguard_policy::openapi::percent_decode(b, true).into_owned())
+        .unwrap_or_else(|| "admin".into());
+    match gateway.grants().revoke(&id, &by) {
+        Some(grant) => json(StatusCode::OK, serde_json::json!({"revoked": *grant})),
+        None => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("no active grant `{id}`")}),
+        ),
+    }
 }
 
 fn remove_block(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {

@@ -138,7 +138,14 @@ pin_project_lite::pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Local { data: Option<Bytes> },
-        Upstream { #[pin] inner: PooledBody, on_end: Option<BytesSent> },
+        /// The upstream's body; `prefix` (and `trailers`) were read ahead for validation and
+        /// are sent first (last).
+        Upstream {
+            prefix: Option<Bytes>,
+            trailers: Option<HeaderMap>,
+            #[pin] inner: PooledBody,
+            on_end: Option<BytesSent>,
+        },
     }
 }
 
@@ -192,7 +199,18 @@ impl Body for ResponseBody {
                     .filter(|d| !d.is_empty())
                     .map(|d| Ok(Frame::data(d))),
             ),
-            ResponseBodyProj::Upstream { inner, on_end } => {
+            ResponseBodyProj::Upstream {
+                prefix,
+                trailers,
+                inner,
+                on_end,
+            } => {
+                if let Some(data) = prefix.take().filter(|d| !d.is_empty()) {
+                    if let Some(counter) = on_end.as_mut() {
+                        counter.sent += data.len() as u64;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 let polled = std::task::ready!(inner.poll_frame(cx));
                 match &polled {
                     Some(Ok(frame)) => {
@@ -200,7 +218,13 @@ impl Body for ResponseBody {
                             counter.sent += data.len() as u64;
                         }
                     }
-                    Some(Err(_)) | None => drop(on_end.take()),
+                    None => {
+                        if let Some(trailers) = trailers.take() {
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        drop(on_end.take())
+                    }
+                    Some(Err(_)) => drop(on_end.take()),
                 }
                 Poll::Ready(polled)
             }
@@ -210,7 +234,12 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Local { data } => data.as_ref().is_none_or(|d| d.is_empty()),
-            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Upstream {
+                prefix,
+                trailers,
+                inner,
+                ..
+            } => prefix.is_none() && trailers.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -219,7 +248,16 @@ impl Body for ResponseBody {
             ResponseBody::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::Upstream { prefix, inner, .. } => {
+                let before = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + before);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + before);
+                }
+                hint
+            }
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct Config {
     /// route changes it under its own `detect:`.
     #[serde(default)]
     pub detect: DetectConfig,
+    /// Authorisation with Cedar policies for every route (see docs/policy.md). Off when
+    /// absent; when present, a route no policy permits is refused. A route changes the mode
+    /// under its own `authz:`.
+    #[serde(default)]
+    pub authz: Option<AuthzConfig>,
     /// Threat sharing with an apiguard hub: report what this gateway blocks, and block what
     /// other participants report. Off when absent.
     #[serde(default)]
@@ -169,6 +174,10 @@ pub struct UpstreamConfig {
     /// Passive ejection of failing targets (like Envoy's outlier detection).
     #[serde(default)]
     pub outlier_detection: OutlierConfig,
+    /// The upstream's OpenAPI 3.0 or 3.1 specification: requests (and optionally responses)
+    /// of every route to this upstream are validated against it. Off when absent.
+    #[serde(default)]
+    pub openapi: Option<OpenApiConfig>,
 }
 
 /// The wire protocol towards upstream targets.
@@ -279,6 +288,139 @@ pub struct RouteConfig {
     /// `[]` turns rate limiting off for the route.
     #[serde(default)]
     pub rate_limit: Option<Vec<LimitConfig>>,
+    /// This route's change to the top-level `authz:` mode.
+    #[serde(default)]
+    pub authz: RouteAuthzConfig,
+    /// This route's changes to its upstream's `openapi:` settings.
+    #[serde(default)]
+    pub openapi: RouteOpenApiConfig,
+}
+
+/// Authorisation (see docs/policy.md, "Authorisation").
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzConfig {
+    /// `enforce` refuses (403) what no policy or grant permits and what a `forbid` policy
+    /// denies; `monitor` lets it through and logs the decision; `off` does not evaluate.
+    #[serde(default)]
+    pub mode: AuthzModeConfig,
+    /// Cedar policy files, read at start and at every reload. Any parse or validation error
+    /// rejects the configuration.
+    #[schemars(with = "Vec<String>")]
+    pub policies: Vec<Spanned<String>>,
+    /// A Cedar schema file (human syntax, or JSON when the name ends in `.json`) added to the
+    /// built-in `ApiGuard` schema: it declares `ApiGuard::Claims`, the identity claims
+    /// policies may read. Without it no claim is readable.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub schema: Option<Spanned<String>>,
+    /// The longest just-in-time grant the admin API gives.
+    #[serde(default = "defaults::max_grant_ttl")]
+    #[schemars(with = "String")]
+    pub max_grant_ttl: DurationSpec,
+}
+
+/// What authorisation does with a denied request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthzModeConfig {
+    /// Refuse it with 403.
+    #[default]
+    Enforce,
+    /// Let it through; the decision is logged and published (finding `authz.*`, score 0).
+    Monitor,
+    /// Do not evaluate policies.
+    Off,
+}
+
+/// A route's change to authorisation.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuthzConfig {
+    /// Replaces the top-level `authz.mode` for this route.
+    #[serde(default)]
+    pub mode: Option<AuthzModeConfig>,
+}
+
+/// An upstream's OpenAPI specification and how it is enforced.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiConfig {
+    /// The specification file, YAML or JSON, OpenAPI 3.0.x or 3.1.x; read at start and at
+    /// every reload.
+    #[schemars(with = "String")]
+    pub spec: Spanned<String>,
+    /// `enforce` refuses a request that violates the specification (400, 413, 415);
+    /// `monitor` lets it through and logs the violations; `off` does not validate.
+    #[serde(default)]
+    pub mode: OpenApiModeConfig,
+    /// A request for a path or method the specification does not declare: `allow` passes
+    /// it, `log` passes it with a finding, `block` refuses it (404, 405).
+    #[serde(default)]
+    pub unknown_endpoints: UnknownEndpointsConfig,
+    /// The path prefix the specification's paths are under, such as `/api/v1`. Default:
+    /// the path of the first `servers` URL.
+    #[serde(default)]
+    pub base_path: Option<String>,
+    /// Response validation. Off when absent.
+    #[serde(default)]
+    pub responses: Option<ResponseValidationConfig>,
+}
+
+/// What a specification violation does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenApiModeConfig {
+    /// Refuse the request.
+    #[default]
+    Enforce,
+    /// Let it through; violations are logged and published (findings `openapi.*`, score 0).
+    Monitor,
+    /// Do not validate.
+    Off,
+}
+
+/// What happens to a request the specification does not declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownEndpointsConfig {
+    /// Pass it on.
+    #[default]
+    Allow,
+    /// Pass it on with a finding.
+    Log,
+    /// Refuse it: 404 for an unknown path, 405 for an undeclared method.
+    Block,
+}
+
+/// Checking the upstream's responses against the specification.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseValidationConfig {
+    /// `enforce` replaces a violating response with a 502 (its data never reaches the
+    /// client); `monitor` passes it on and logs the violations; `off` does not check.
+    #[serde(default = "defaults::response_mode")]
+    pub mode: OpenApiModeConfig,
+    /// Largest JSON response body buffered for validation; a longer one streams on unchecked
+    /// (its status and content type are still checked).
+    #[serde(default = "defaults::max_response_validation_bytes")]
+    pub max_body_bytes: usize,
+    /// Report object members the specification does not declare (excessive data exposure),
+    /// even where the schema does not say `additionalProperties: false`.
+    #[serde(default = "defaults::yes")]
+    pub undeclared_fields: bool,
+}
+
+/// A route's changes to its upstream's OpenAPI validation.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOpenApiConfig {
+    /// Replaces the upstream's `openapi.mode` for this route.
+    #[serde(default)]
+    pub mode: Option<OpenApiModeConfig>,
+    /// Replaces the upstream's `openapi.unknown_endpoints` for this route.
+    #[serde(default)]
+    pub unknown_endpoints: Option<UnknownEndpointsConfig>,
 }
 
 /// Request matching. Every given condition must hold.
@@ -672,8 +814,9 @@ pub struct HubConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeConfig {
-    /// `enforce` blocks shared addresses until the indicator expires; `monitor` only logs
-    /// them; `off` does not fetch the feed.
+    /// `enforce` blocks shared addresses until the indicator expires; `monitor` logs them and
+    /// lists them without blocking (authorisation policies read the list as the address's
+    /// reputation); `off` does not fetch the feed.
     #[serde(default)]
     pub mode: SubscribeMode,
     /// Indicators with a lower confidence (0..100) are ignored.
@@ -1309,6 +1452,15 @@ pub mod defaults {
     }
     pub fn max_keys() -> usize {
         100_000
+    }
+    pub fn max_grant_ttl() -> DurationSpec {
+        DurationSpec::secs(24 * 3600)
+    }
+    pub fn response_mode() -> super::OpenApiModeConfig {
+        super::OpenApiModeConfig::Monitor
+    }
+    pub fn max_response_validation_bytes() -> usize {
+        1024 * 1024
     }
 }
 

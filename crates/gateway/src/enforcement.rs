@@ -156,30 +156,23 @@ impl Table {
     }
 }
 
-/// The block table. Cheap to read from any thread; writes are serialised.
+/// Rules by target, and the lookup table published from them.
 #[derive(Default)]
-pub struct Enforcement {
+struct RuleSet {
     table: ArcSwap<Table>,
     /// The rules, by target: the source of truth the table is built from.
     rules: Mutex<HashMap<BlockTarget, Arc<BlockRule>>>,
 }
 
-impl Enforcement {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The rule that blocks `ip` now, if any.
-    pub fn blocking(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
+impl RuleSet {
+    fn find(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
         let table = self.table.load();
         let rule = table.find(ip)?;
         // The clock is read only for an address that matched.
         (rule.until_ms > now_ms()).then(|| rule.clone())
     }
 
-    /// Adds a rule, replacing one on the same target unless that one lasts longer (two
-    /// sources blocking the same address keep the longer block).
-    pub fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
+    fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let rule = Arc::new(rule);
         let kept = match rules.get(&rule.target) {
@@ -193,8 +186,7 @@ impl Enforcement {
         kept
     }
 
-    /// Removes the rule on exactly `target`; whether there was one.
-    pub fn remove(&self, target: &BlockTarget) -> bool {
+    fn remove(&self, target: &BlockTarget) -> bool {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let removed = rules.remove(target).is_some();
         if removed {
@@ -203,13 +195,7 @@ impl Enforcement {
         removed
     }
 
-    /// Removes the rule on exactly `target` if `matches` accepts it (a hub withdrawal lifts
-    /// only the rule that the withdrawn indicator installed); whether one was removed.
-    pub fn remove_if(
-        &self,
-        target: &BlockTarget,
-        matches: impl FnOnce(&BlockRule) -> bool,
-    ) -> bool {
+    fn remove_if(&self, target: &BlockTarget, matches: impl FnOnce(&BlockRule) -> bool) -> bool {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let removed =
             rules.get(target).is_some_and(|rule| matches(rule)) && rules.remove(target).is_some();
@@ -219,8 +205,7 @@ impl Enforcement {
         removed
     }
 
-    /// Drops expired rules; returns them.
-    pub fn purge_expired(&self, now: u64) -> Vec<Arc<BlockRule>> {
+    fn purge_expired(&self, now: u64) -> Vec<Arc<BlockRule>> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let expired: Vec<Arc<BlockRule>> = rules
             .values()
@@ -234,8 +219,7 @@ impl Enforcement {
         expired
     }
 
-    /// Every rule in effect, soonest expiry first.
-    pub fn rules(&self) -> Vec<Arc<BlockRule>> {
+    fn list(&self) -> Vec<Arc<BlockRule>> {
         let now = now_ms();
         let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<Arc<BlockRule>> = rules
@@ -250,6 +234,78 @@ impl Enforcement {
     fn publish(&self, rules: &HashMap<BlockTarget, Arc<BlockRule>>) {
         let all: Vec<Arc<BlockRule>> = rules.values().cloned().collect();
         self.table.store(Arc::new(Table::build(&all)));
+    }
+}
+
+/// The block table, and a watch list of addresses that are listed without being blocked
+/// (shared indicators in monitor mode), which authorisation policies can read as the
+/// address's reputation. Cheap to read from any thread; writes are serialised.
+#[derive(Default)]
+pub struct Enforcement {
+    blocks: RuleSet,
+    watch: RuleSet,
+}
+
+impl Enforcement {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The rule that blocks `ip` now, if any.
+    pub fn blocking(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
+        self.blocks.find(ip)
+    }
+
+    /// Adds a rule, replacing one on the same target unless that one lasts longer (two
+    /// sources blocking the same address keep the longer block).
+    pub fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
+        self.blocks.insert(rule)
+    }
+
+    /// Removes the rule on exactly `target`; whether there was one.
+    pub fn remove(&self, target: &BlockTarget) -> bool {
+        self.blocks.remove(target)
+    }
+
+    /// Removes the rule on exactly `target` if `matches` accepts it (a hub withdrawal lifts
+    /// only the rule that the withdrawn indicator installed); whether one was removed.
+    pub fn remove_if(
+        &self,
+        target: &BlockTarget,
+        matches: impl FnOnce(&BlockRule) -> bool,
+    ) -> bool {
+        self.blocks.remove_if(target, matches)
+    }
+
+    /// Drops expired rules; returns them.
+    pub fn purge_expired(&self, now: u64) -> Vec<Arc<BlockRule>> {
+        self.blocks.purge_expired(now)
+    }
+
+    /// Every rule in effect, soonest expiry first.
+    pub fn rules(&self) -> Vec<Arc<BlockRule>> {
+        self.blocks.list()
+    }
+
+    /// The watch rule that lists `ip` now, if any (it does not block).
+    pub fn watching(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
+        self.watch.find(ip)
+    }
+
+    /// Lists an address or prefix without blocking it, until the rule expires (the longer
+    /// of two rules on one target is kept).
+    pub fn watch(&self, rule: BlockRule) -> Arc<BlockRule> {
+        self.watch.insert(rule)
+    }
+
+    /// Drops expired watch rules; returns them.
+    pub fn purge_expired_watch(&self, now: u64) -> Vec<Arc<BlockRule>> {
+        self.watch.purge_expired(now)
+    }
+
+    /// Every watch rule in effect, soonest expiry first.
+    pub fn watched(&self) -> Vec<Arc<BlockRule>> {
+        self.watch.list()
     }
 }
 
@@ -361,5 +417,21 @@ mod tests {
             "the longer rule is kept"
         );
         assert_eq!(table.rules().len(), 1);
+    }
+
+    #[test]
+    fn watched_addresses_are_listed_but_not_blocked() {
+        let table = Enforcement::new();
+        table.watch(rule("192.0.2.0/24", 60_000));
+        let ip = "192.0.2.7".parse().unwrap();
+        assert!(table.blocking(ip).is_none());
+        assert_eq!(
+            table.watching(ip).unwrap().target.to_string(),
+            "192.0.2.0/24"
+        );
+        assert!(table.rules().is_empty());
+        assert_eq!(table.watched().len(), 1);
+        table.watch(rule("198.51.100.1", 0));
+        assert_eq!(table.purge_expired_watch(now_ms()).len(), 1);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod authn;
+pub mod authz;
 pub mod behavior;
 pub mod body;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod listener;
 pub mod load;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;

@@ -6,13 +6,31 @@ use crate::body::ResponseBody;
 
 /// Builds a problem response. `detail` is for the client: it never carries attack details.
 pub fn problem(status: StatusCode, detail: &str, request_id: &str) -> Response<ResponseBody> {
-    let body = serde_json::json!({
+    problem_with_params(status, detail, request_id, &[])
+}
+
+/// A problem response that names the request fields that failed validation, as RFC 9457's
+/// `invalid-params` extension: `[{"name": "query:limit", "reason": "must be of type
+/// integer"}]`. Names and reasons come from the API specification, never from the request.
+pub fn problem_with_params(
+    status: StatusCode,
+    detail: &str,
+    request_id: &str,
+    invalid: &[(&str, &str)],
+) -> Response<ResponseBody> {
+    let mut body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
         "request_id": request_id,
     });
+    if !invalid.is_empty() {
+        body["invalid-params"] = invalid
+            .iter()
+            .map(|(name, reason)| serde_json::json!({"name": name, "reason": reason}))
+            .collect();
+    }
     let mut response = Response::new(ResponseBody::local(body.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

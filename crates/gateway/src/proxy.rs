@@ -24,7 +24,7 @@ use crate::headers::{self, TRACEPARENT, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::metrics::RouteMetrics;
 use crate::pipeline::Decision;
-use crate::problem::problem;
+use crate::problem::{problem, problem_with_params};
 use crate::router::{normalize_path, request_host};
 use crate::snapshot::{RouteRuntime, Snapshot};
 use crate::upstream::AttemptResult;
@@ -44,6 +44,8 @@ pub struct Shared {
     pub authn: Arc<AuthnRuntime>,
     /// Rate limiters and the Redis sync; they outlive reloads.
     pub rate_limits: Arc<RateLimits>,
+    /// Just-in-time authorisation grants; they outlive configuration reloads too.
+    pub grants: Arc<apiguard_policy::authz::Grants>,
 }
 
 /// What a connection knows about its client.
@@ -214,12 +216,31 @@ async fn forward(
     }
     if matches!(decision.action, Action::Block | Action::Challenge) {
         let status = StatusCode::from_u16(decision.status).unwrap_or(StatusCode::FORBIDDEN);
+        let class = decision.findings.last().map(|f| f.class.as_ref());
+        if class == Some("openapi") {
+            // Schema validation names the fields, in the specification's words.
+            let invalid: Vec<(&str, &str)> = decision
+                .findings
+                .iter()
+                .filter(|f| f.class == "openapi")
+                .map(|f| (f.target.as_str(), f.evidence.as_str()))
+                .collect();
+            let mut response = problem_with_params(
+                status,
+                "the request does not match the API specification",
+                request_id,
+                &invalid,
+            );
+            add_headers(response.headers_mut(), &answer_headers);
+            return local.finish(response, decision.action);
+        }
         let detail = match status.as_u16() {
             413 => "the request body is larger than this route allows",
             431 => "the request headers are larger than this route allows",
             401 => "authentication is required",
             429 => "too many requests: retry after the time in Retry-After",
             503 => "the gateway cannot verify credentials right now",
+            403 if class == Some("authz") => "the request is not authorised",
             _ => "the request was refused by policy",
         };
         let mut response = problem(status, detail, request_id);
@@ -372,9 +393,88 @@ async fn forward(
     let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS
         && client_upgrade.is_some())
     .then(|| hyper::upgrade::on(&mut response));
-    let (mut head, body) = response.into_parts();
+    let (mut head, mut body) = response.into_parts();
     // Answer in the client's protocol version, whatever the upstream spoke.
     head.version = parts.version;
+    let mut read_ahead = ReadAhead::default();
+    if let Some(validation) = route.responses.as_deref()
+        && upstream_upgrade.is_none()
+        && let Some(op) = validation.operation(parts.method.as_str(), parts.uri.path())
+    {
+        let content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let buffer = parts.method != Method::HEAD
+            && validation.wants_body(content_type.as_deref())
+            && content_length(&head.headers).is_none_or(|n| n <= validation.max_body_bytes as u64);
+        let mut complete = None;
+        if buffer {
+            let read = tokio::time::timeout(
+                route.request_timeout,
+                read_prefix(&mut body, validation.max_body_bytes),
+            )
+            .await;
+            match read {
+                Ok(Ok(prefix)) => {
+                    if prefix.complete {
+                        complete = Some(prefix.data.clone());
+                    }
+                    read_ahead.trailers = prefix.trailers;
+                    read_ahead.prefix = Some(prefix.data);
+                }
+                _ => {
+                    return local.problem(
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream service could not be reached or failed to answer",
+                        decision.action,
+                    );
+                }
+            }
+        }
+        let violations = validation.check(
+            op,
+            head.status.as_u16(),
+            content_type.as_deref(),
+            complete.as_deref(),
+        );
+        if !violations.is_empty() {
+            let enforce = validation.mode == apiguard_policy::openapi::OpenApiMode::Enforce;
+            let checked = Decision {
+                action: if enforce {
+                    Action::Block
+                } else {
+                    Action::LogOnly
+                },
+                status: if enforce { 502 } else { 0 },
+                score: 0,
+                findings: violations
+                    .iter()
+                    .map(|v| apiguard_policy::openapi::finding(v, 0))
+                    .collect(),
+                headers: http::HeaderMap::new(),
+                identity: None,
+            };
+            report(
+                shared,
+                route,
+                connection,
+                &parts.method,
+                parts.uri.path(),
+                request_id,
+                &checked,
+            );
+            if enforce {
+                // The response's data never reaches the client.
+                return local.problem(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream response does not match the API specification",
+                    Action::Block,
+                );
+            }
+        }
+    }
     match (client_upgrade, upstream_upgrade) {
         (Some(client), Some(upstream)) => {
             tokio::spawn(tunnel(client, upstream));
@@ -426,6 +526,8 @@ async fn forward(
     Response::from_parts(
         head,
         ResponseBody::Upstream {
+            prefix: read_ahead.prefix,
+            trailers: read_ahead.trailers,
             inner: body,
             on_end,
         },
@@ -460,6 +562,13 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// The part of an upstream response body read for validation, sent on first.
+#[derive(Default)]
+struct ReadAhead {
+    prefix: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
 /// The start of a request body, read for inspection.
 struct BodyPrefix {
     data: Bytes,
@@ -471,7 +580,10 @@ struct BodyPrefix {
 /// Reads `body` until it ends or more than `limit` bytes have arrived. An incomplete prefix
 /// is longer than `limit` (by at most one frame), which tells the detection engine that it
 /// only saw part of the body.
-async fn read_prefix(body: &mut Incoming, limit: usize) -> Result<BodyPrefix, hyper::Error> {
+async fn read_prefix<B>(body: &mut B, limit: usize) -> Result<BodyPrefix, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     let mut trailers = None;

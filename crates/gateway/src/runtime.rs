@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use apiguard_model::event::now_ms;
 use apiguard_model::{EventKind, SecurityEvent};
+use apiguard_policy::authz::Grants;
 use apiguard_policy::{AuthnRuntime, RateLimits};
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -105,6 +106,7 @@ impl Gateway {
         }
         let authn = AuthnRuntime::new(metrics.authn.clone());
         let rate_limits = RateLimits::new(metrics.rate_limits.clone());
+        let grants = Arc::new(Grants::default());
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
@@ -114,6 +116,7 @@ impl Gateway {
             behavior: behavior.clone(),
             authn: authn.clone(),
             rate_limits: rate_limits.clone(),
+            grants: grants.clone(),
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         apply_policy(&snapshot, &authn, &rate_limits);
@@ -164,6 +167,7 @@ impl Gateway {
             behavior,
             authn,
             rate_limits,
+            grants,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -281,6 +285,11 @@ impl Gateway {
         &self.shared.enforcement
     }
 
+    /// Just-in-time authorisation grants (admin API).
+    pub fn grants(&self) -> &Arc<Grants> {
+        &self.shared.grants
+    }
+
     /// The security event stream.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<SecurityEvent>> {
         self.shared.events.subscribe()
@@ -349,6 +358,7 @@ impl Gateway {
             behavior: self.shared.behavior.clone(),
             authn: self.shared.authn.clone(),
             rate_limits: self.shared.rate_limits.clone(),
+            grants: self.shared.grants.clone(),
         };
         let snapshot = compile(config, file, text, version, &env)?;
         let fixed = |s: &Snapshot| {
@@ -512,7 +522,7 @@ pub fn validate_file(path: &Path) -> Result<(), ConfigError> {
     }
 }
 
-/// Drops expired block rules every second and keeps the rule gauge current.
+/// Writes the behaviour baselines to their file now.
 fn save_baselines(shared: &Shared, path: &Path) {
     match shared.behavior.save(path) {
         Ok(endpoints) => {
@@ -549,6 +559,8 @@ async fn persist_baselines(
     }
 }
 
+/// Drops expired block rules, watch rules and just-in-time grants every second (grants are
+/// audited as they expire) and keeps the rule gauge current.
 async fn expire_block_rules(shared: Weak<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -559,9 +571,14 @@ async fn expire_block_rules(shared: Weak<Shared>, mut shutdown: watch::Receiver<
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        for rule in shared.enforcement.purge_expired(now_ms()) {
+        let now = now_ms();
+        for rule in shared.enforcement.purge_expired(now) {
             tracing::info!(target: "apiguard::security", rule = %rule.target, source = %rule.source, "block rule expired");
         }
+        for rule in shared.enforcement.purge_expired_watch(now) {
+            tracing::debug!(target: "apiguard::security", rule = %rule.target, source = %rule.source, "watch rule expired");
+        }
+        shared.grants.purge_expired(now);
         shared
             .metrics
             .block_rules

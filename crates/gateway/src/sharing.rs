@@ -267,9 +267,16 @@ pub fn report_for(event: &SecurityEvent) -> Option<serde_json::Value> {
     if *action != Action::Block || findings.iter().any(|f| f.class == "enforcement") {
         return None;
     }
+    // Size limits, rate limits, and refusals by local policy (authentication, authorisation,
+    // the API specification) are not attacks to share.
     let top = findings
         .iter()
-        .filter(|f| !matches!(&*f.class, "limits" | "ratelimit" | "authn"))
+        .filter(|f| {
+            !matches!(
+                &*f.class,
+                "limits" | "ratelimit" | "authn" | "authz" | "openapi"
+            )
+        })
         .max_by_key(|f| f.score)?;
     let severity = match score {
         0..=6 => "medium",
@@ -493,7 +500,16 @@ pub fn apply(
     let target = target_of(prefix);
     let indicator = report.id.to_string();
     if policy.mode == SubscribeMode::Monitor {
-        tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, "shared indicator (monitor mode: not enforced)");
+        // Listed, not blocked: authorisation policies read it as the address's reputation.
+        enforcement.watch(BlockRule {
+            target,
+            until_ms,
+            source: "hub".into(),
+            reason: format!("shared {class} indicator from {}", report.reporter),
+            indicator: Some(indicator.clone()),
+            created_ms: now,
+        });
+        tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, "shared indicator (monitor mode: listed, not enforced)");
         return "monitored";
     }
     enforcement.insert(BlockRule {

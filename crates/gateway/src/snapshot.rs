@@ -10,6 +10,8 @@ use apiguard_behavior::{Behavior, BehaviorStage};
 use apiguard_detect::DetectStage;
 use apiguard_model::{SecurityEvent, Stage};
 use apiguard_policy::authn::{Continuous, ContinuousSettings};
+use apiguard_policy::authz::Grants;
+use apiguard_policy::openapi::ResponseValidation;
 use apiguard_policy::ratelimit::ClusterSettings;
 use apiguard_policy::{AuthnRuntime, RateLimits};
 use http::{HeaderName, HeaderValue, Method};
@@ -17,12 +19,14 @@ use rustls::ServerConfig;
 use tokio::sync::broadcast;
 
 use crate::authn::compile_auth;
+use crate::authz::compile_authz;
 use crate::behavior::compile_behavior;
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
 use crate::enforcement::{Enforcement, EnforcementStage};
 use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::openapi::compile_openapi;
 use crate::pipeline::{LimitsStage, Pipeline};
 use crate::ratelimit::compile_rate_limits;
 use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
@@ -52,6 +56,8 @@ pub struct RouteRuntime {
     pub behavior: Option<Arc<BehaviorStage>>,
     /// Continuous verification, fed each authenticated request's final score.
     pub continuous: Option<Arc<Continuous>>,
+    /// Response validation against the upstream's OpenAPI specification, when configured.
+    pub responses: Option<Arc<ResponseValidation>>,
 }
 
 /// Everything the data plane reads for one configuration version.
@@ -71,6 +77,9 @@ pub struct Snapshot {
     pub rate_limit_cluster: Option<ClusterSettings>,
     /// Continuous verification (`auth.continuous`), resolved.
     pub continuous: Option<ContinuousSettings>,
+    /// The longest just-in-time grant, when authorisation is configured (grants are refused
+    /// otherwise: nothing would read them).
+    pub max_grant_ttl: Option<Duration>,
 }
 
 /// What compiling needs from the running gateway.
@@ -89,6 +98,8 @@ pub struct CompileEnv<'a> {
     pub authn: Arc<AuthnRuntime>,
     /// Rate limiters (and their counts), kept across reloads, and the Redis sync.
     pub rate_limits: Arc<RateLimits>,
+    /// Just-in-time grants, which the authorisation stages read.
+    pub grants: Arc<Grants>,
 }
 
 fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
@@ -118,6 +129,8 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_rate_limits(config, None, &mut problems);
     let _ = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
+    let _ = compile_authz(config, &mut problems);
+    let _ = compile_openapi(config, &mut problems);
     if let Some(hub) = &config.hub {
         let _ = HubSettings::resolve(hub, &mut problems);
     }
@@ -371,6 +384,8 @@ pub fn compile(
     let limits = compile_rate_limits(config, Some(&env.rate_limits), &mut problems);
     let behavior = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
+    let authz = compile_authz(config, &mut problems);
+    let specs = compile_openapi(config, &mut problems);
     let hub = config
         .hub
         .as_ref()
@@ -434,6 +449,18 @@ pub fn compile(
             if let Some(stage) = rate_limits.after_auth {
                 stages.push(stage);
             }
+            let body_limit = detection
+                .max_body_inspect
+                .min(usize::try_from(route.limits.max_body_bytes).unwrap_or(usize::MAX));
+            // Stage 5: authorisation; stage 6: OpenAPI validation (ARCHITECTURE.md).
+            if let Some(stage) =
+                crate::authz::route_stage(authz.as_ref(), route, &env.grants, &env.enforcement)
+            {
+                stages.push(Arc::new(stage));
+            }
+            if let Some(stage) = crate::openapi::route_stage(&specs, route, body_limit.max(1)) {
+                stages.push(Arc::new(stage));
+            }
             if let Some(engine) = detection.engine {
                 stages.push(Arc::new(DetectStage(engine)));
             }
@@ -447,9 +474,6 @@ pub fn compile(
             if let Some(stage) = &behavior {
                 stages.push(stage.clone());
             }
-            let body_limit = detection
-                .max_body_inspect
-                .min(usize::try_from(route.limits.max_body_bytes).unwrap_or(usize::MAX));
             RouteRuntime {
                 id: route.id.value.clone(),
                 request_timeout: route
@@ -463,6 +487,7 @@ pub fn compile(
                 metrics: RouteMetrics::new(&env.metrics, &route.id.value),
                 behavior,
                 continuous,
+                responses: crate::openapi::route_responses(&specs, route),
             }
         })
         .collect();
@@ -470,6 +495,7 @@ pub fn compile(
         .admin
         .as_ref()
         .and_then(|a| a.address.value.parse().ok());
+    let max_grant_ttl = authz.as_ref().map(|a| a.max_grant_ttl);
     Ok(Snapshot {
         version,
         hash: content_hash(text),
@@ -483,6 +509,7 @@ pub fn compile(
         hub,
         rate_limit_cluster,
         continuous: auth.continuous,
+        max_grant_ttl,
     })
 }
 

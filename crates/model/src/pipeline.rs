@@ -152,8 +152,10 @@ pub trait Stage: Send + Sync + 'static {
     }
 
     /// Whether this stage's refusals apply even on a route in detect-only mode. Detection
-    /// findings are only logged there, but a missing credential or an exhausted rate limit is
-    /// not a detection: authentication and rate limiting say yes.
+    /// findings are only logged there, but a missing credential, an exhausted rate limit or a
+    /// policy deny is not a detection: stages with their own enforce/monitor setting
+    /// (authentication, rate limiting, authorisation, schema validation) say yes, because
+    /// detect-only is about tuning attack detection, not about opening access.
     fn enforced_in_detect_only(&self) -> bool {
         false
     }
