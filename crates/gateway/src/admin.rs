@@ -1,6 +1,6 @@
-//! The admin endpoint: metrics, liveness, readiness, configuration versions and reload, the
-//! block rules of the enforcement state, and just-in-time authorisation grants with their
-//! audit trail.
+//! The admin endpoint: metrics, liveness, readiness, configuration versions, reload and
+//! rollback, the block rules of the enforcement state, just-in-time authorisation grants
+//! with their audit trail, and self-healing's incidents and actions.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -101,6 +101,43 @@ async fn answer(
                 }),
             ),
         },
+        (&Method::POST, "/config/rollback") => rollback(&gateway, &request),
+        (&Method::GET, "/heal") => json(
+            StatusCode::OK,
+            crate::heal::admin::status(
+                gateway.heal(),
+                serde_json::json!(
+                    gateway
+                        .enforcement()
+                        .throttles
+                        .list()
+                        .iter()
+                        .map(|t| t.as_ref())
+                        .collect::<Vec<_>>()
+                ),
+            ),
+        ),
+        (&Method::GET, "/heal/incidents") => json(
+            StatusCode::OK,
+            crate::heal::admin::incidents(gateway.heal(), request.uri().query()),
+        ),
+        (&Method::GET, "/heal/actions") => {
+            json(StatusCode::OK, crate::heal::admin::actions(gateway.heal()))
+        }
+        (&Method::GET, path) if path.starts_with("/heal/incidents/") => {
+            let id = &path["/heal/incidents/".len()..];
+            match id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| crate::heal::admin::incident(gateway.heal(), id))
+            {
+                Some(view) => json(StatusCode::OK, view),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": format!("no incident `{id}`")}),
+                ),
+            }
+        }
         (&Method::GET, "/enforcement/blocks") => json(
             StatusCode::OK,
             serde_json::json!({
@@ -138,11 +175,14 @@ async fn answer(
                 "error": "unknown admin path",
                 "paths": [
                     "GET /metrics", "GET /healthz", "GET /readyz", "GET /config/versions",
-                    "POST /config/reload", "GET /enforcement/blocks",
+                    "POST /config/reload", "POST /config/rollback?version=N",
+                    "GET /enforcement/blocks",
                     "POST /enforcement/blocks", "DELETE /enforcement/blocks?target=...",
                     "GET /behavior/baselines", "GET /behavior/clients/{address or user:subject}",
                     "GET /authz/grants", "POST /authz/grants", "DELETE /authz/grants/{id}",
                     "GET /authz/audit",
+                    "GET /heal", "GET /heal/incidents", "GET /heal/incidents/{id}",
+                    "GET /heal/actions",
                 ],
             }),
         ),
@@ -204,6 +244,7 @@ async fn add_block(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
             .unwrap_or_else(|| "blocked by an operator".into()),
         indicator: None,
         created_ms: now,
+        canary_percent: None,
     });
     tracing::info!(target: "apiguard::security", rule = %rule.target, until_ms = rule.until_ms, "block rule added by an operator");
     json(StatusCode::CREATED, serde_json::json!({"rule": *rule}))
@@ -344,6 +385,41 @@ fn remove_block(gateway: &Gateway, request: &Request<Incoming>) -> Response<Resp
             serde_json::json!({"error": format!("no block rule on {parsed}")}),
         ),
         Err(e) => bad_request(e),
+    }
+}
+
+/// `POST /config/rollback?version=N`: re-applies a kept version (the newest known good
+/// one when `version` is absent).
+fn rollback(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let asked = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("version="));
+    let version = match asked {
+        Some(v) => match v.parse::<u64>() {
+            Ok(v) => v,
+            Err(_) => return bad_request(format!("`{v}` is not a version number")),
+        },
+        None => match gateway.last_known_good() {
+            Some(v) => v,
+            None => {
+                return bad_request(
+                    "no version is known good yet: name one with ?version=N (see GET /config/versions)",
+                );
+            }
+        },
+    };
+    match gateway.rollback_to(version, "admin") {
+        Ok(applied) => json(
+            StatusCode::OK,
+            serde_json::json!({"rolled_back_to": version, "applied": applied}),
+        ),
+        Err(error) => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({"error": error}),
+        ),
     }
 }
 

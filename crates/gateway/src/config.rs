@@ -52,6 +52,10 @@ pub struct Config {
     /// Rate limiting: cluster mode through Redis, and the limits of routes that set none.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// Self-healing: incidents, remediation (blocks, throttles, circuits, reroutes, config
+    /// rollback, hooks), verification and learning (see docs/heal.md). Off when absent.
+    #[serde(default)]
+    pub heal: Option<crate::heal::config::HealConfig>,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -178,6 +182,10 @@ pub struct UpstreamConfig {
     /// of every route to this upstream are validated against it. Off when absent.
     #[serde(default)]
     pub openapi: Option<OpenApiConfig>,
+    /// Another pool (a key of `upstreams`) that takes this pool's requests when none of its
+    /// targets is available, and when self-healing reroutes around it (see docs/heal.md).
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// The wire protocol towards upstream targets.

@@ -1,7 +1,8 @@
 //! The enforcement state: block rules on client addresses and prefixes, each with an expiry,
 //! added by operators (admin API), by the hub subscriber (shared indicators) and by
-//! self-healing. It outlives configuration reloads, and the request path reads it without a
-//! lock: writers publish a new table (rules change rarely; requests are many).
+//! self-healing, and self-healing's throttles. It outlives configuration reloads, and the
+//! request path reads it without a lock: writers publish a new table (rules change rarely;
+//! requests are many).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -115,6 +116,11 @@ pub struct BlockRule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub indicator: Option<String>,
     pub created_ms: u64,
+    /// A canaried rule refuses only this percentage of the matching requests (the others
+    /// go on, marked with a zero-score `enforcement.canary` finding), until self-healing
+    /// promotes or reverts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_percent: Option<u8>,
 }
 
 #[derive(Default)]
@@ -186,6 +192,23 @@ impl RuleSet {
         kept
     }
 
+    fn promote(&self, target: &BlockTarget) -> bool {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(rule) = rules.get(target).filter(|r| r.canary_percent.is_some()) else {
+            return false;
+        };
+        let mut full = rule.as_ref().clone();
+        full.canary_percent = None;
+        rules.insert(*target, Arc::new(full));
+        self.publish(&rules);
+        true
+    }
+
+    fn rule(&self, target: &BlockTarget) -> Option<Arc<BlockRule>> {
+        let rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        rules.get(target).cloned()
+    }
+
     fn remove(&self, target: &BlockTarget) -> bool {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let removed = rules.remove(target).is_some();
@@ -244,6 +267,8 @@ impl RuleSet {
 pub struct Enforcement {
     blocks: RuleSet,
     watch: RuleSet,
+    /// Self-healing's rate limits on clients and routes.
+    pub throttles: crate::throttle::Throttles,
 }
 
 impl Enforcement {
@@ -260,6 +285,17 @@ impl Enforcement {
     /// sources blocking the same address keep the longer block).
     pub fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
         self.blocks.insert(rule)
+    }
+
+    /// Makes the canaried rule on `target` apply to every matching request; whether there was
+    /// one.
+    pub fn promote(&self, target: &BlockTarget) -> bool {
+        self.blocks.promote(target)
+    }
+
+    /// The block rule on exactly `target`, expired or not.
+    pub fn rule(&self, target: &BlockTarget) -> Option<Arc<BlockRule>> {
+        self.blocks.rule(target)
     }
 
     /// Removes the rule on exactly `target`; whether there was one.
@@ -319,15 +355,48 @@ impl Stage for EnforcementStage {
         "enforcement"
     }
 
-    fn inspect(&self, request: &RequestView<'_>, _ctx: &mut RequestContext) -> Outcome {
-        let Some(rule) = self.enforcement.blocking(request.client.peer.ip()) else {
-            return Outcome::Continue;
+    fn inspect(&self, request: &RequestView<'_>, ctx: &mut RequestContext) -> Outcome {
+        let client = request.client.peer.ip();
+        let Some(rule) = self.enforcement.blocking(client) else {
+            return throttle(&self.enforcement, client, request.route, ctx);
         };
         let indicator = rule
             .indicator
             .as_deref()
             .map(|i| format!(", indicator {i}"))
             .unwrap_or_default();
+        let evidence = format!(
+            "{} blocked by {} ({}{indicator})",
+            rule.target, rule.source, rule.reason
+        );
+        if let Some(percent) = rule.canary_percent {
+            // A canary refuses a share of the matching requests and marks the others, so
+            // self-healing can see whom the rule would hit.
+            let refused = fastrand::u8(0..100) < percent;
+            let finding = Finding {
+                rule_id: "enforcement.canary".into(),
+                class: "enforcement".into(),
+                severity: if refused {
+                    Severity::Critical
+                } else {
+                    Severity::Notice
+                },
+                score: if refused {
+                    Severity::Critical.score()
+                } else {
+                    0
+                },
+                target: "client".into(),
+                evidence: format!("canary ({percent}%): {evidence}"),
+            };
+            if !refused {
+                return Outcome::Score(vec![finding]);
+            }
+            return Outcome::Block {
+                status: 403,
+                finding,
+            };
+        }
         Outcome::Block {
             status: 403,
             finding: Finding {
@@ -336,12 +405,49 @@ impl Stage for EnforcementStage {
                 severity: Severity::Critical,
                 score: Severity::Critical.score(),
                 target: "client".into(),
-                evidence: format!(
-                    "{} blocked by {} ({}{indicator})",
-                    rule.target, rule.source, rule.reason
-                ),
+                evidence,
             },
         }
+    }
+
+    fn enforced_in_detect_only(&self) -> bool {
+        // A block rule or throttle is a decision already taken, not a detection to tune.
+        true
+    }
+}
+
+/// Refuses a request over a self-healing throttle with 429 and `Retry-After`.
+fn throttle(
+    enforcement: &Enforcement,
+    client: IpAddr,
+    route: &str,
+    ctx: &mut RequestContext,
+) -> Outcome {
+    let Some((throttle, wait_ms)) = enforcement.throttles.check(client, route, now_ms) else {
+        return Outcome::Continue;
+    };
+    let seconds = wait_ms.div_ceil(1000).max(1);
+    if let Ok(value) = http::HeaderValue::from_str(&seconds.to_string()) {
+        ctx.response_headers
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    let scope = match &throttle.scope {
+        crate::throttle::ThrottleScope::Client(net) => format!("client {net}"),
+        crate::throttle::ThrottleScope::Route(id) => format!("route `{id}`"),
+    };
+    Outcome::Block {
+        status: 429,
+        finding: Finding {
+            rule_id: "enforcement.throttle".into(),
+            class: "enforcement".into(),
+            severity: Severity::Warning,
+            score: Severity::Warning.score(),
+            target: "client".into(),
+            evidence: format!(
+                "{scope} throttled to {:.1}/s ({})",
+                throttle.rate_per_s, throttle.reason
+            ),
+        },
     }
 }
 
@@ -357,6 +463,7 @@ mod tests {
             reason: "test".into(),
             indicator: None,
             created_ms: now_ms(),
+            canary_percent: None,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Shared {
     pub rate_limits: Arc<RateLimits>,
     /// Just-in-time authorisation grants; they outlive configuration reloads too.
     pub grants: Arc<apiguard_policy::authz::Grants>,
+    /// Self-healing's circuits and client ledger; they outlive reloads.
+    pub heal: Arc<crate::heal::HealState>,
 }
 
 /// What a connection knows about its client.
@@ -262,7 +264,40 @@ async fn forward(
             }
         }
     }
-    let pool = &route.pool;
+    // A circuit self-healing opened holds requests back from a failing upstream: they go to
+    // its fallback pool, or are answered 503 at once.
+    let mut pool = &route.pool;
+    if let Some((circuit, crate::circuit::Passage::Held)) =
+        shared.heal.circuits.check(&route.id, &pool.name)
+    {
+        match circuit
+            .fallback
+            .as_ref()
+            .and_then(|f| snapshot.pools.get(f))
+        {
+            Some(fallback) => {
+                circuit
+                    .rerouted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                pool = fallback;
+            }
+            None => {
+                shared.heal.circuits.count_rejected(&circuit, &route.id);
+                let mut response = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the upstream service is failing; requests are held back for a while",
+                    request_id,
+                );
+                if let apiguard_heal::CircuitPhase::Open { until_ms } = circuit.phase {
+                    let seconds = until_ms.saturating_sub(now_ms()).div_ceil(1000).max(1);
+                    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                        response.headers_mut().insert(header::RETRY_AFTER, value);
+                    }
+                }
+                return local.finish(response, decision.action);
+            }
+        }
+    }
     let h2 = pool.settings.protocol == UpstreamProtocol::H2c;
     headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);
     headers::add_forwarding(&mut parts.headers, &connection.forwarding, host);
@@ -298,9 +333,24 @@ async fn forward(
 
     let mut avoid = None;
     let mut attempt_no = 0;
+    // One hop to a fallback pool at most (fallbacks may name each other).
+    let mut fallback_hops = 1u8;
     let (response, target) = loop {
         attempt_no += 1;
         let Some(attempt) = pool.pick(avoid.as_ref()) else {
+            // No target of the pool can take traffic: its fallback pool, if it has one.
+            if let Some(fallback) = pool
+                .settings
+                .fallback
+                .as_ref()
+                .and_then(|f| snapshot.pools.get(f))
+                .filter(|f| fallback_hops > 0 && !Arc::ptr_eq(f, pool))
+            {
+                fallback_hops -= 1;
+                pool = fallback;
+                avoid = None;
+                continue;
+            }
             return local.problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy upstream target is available",
@@ -502,6 +552,12 @@ async fn forward(
             flagged: !decision.findings.is_empty(),
         });
     }
+    shared.heal.ledger.observe(
+        connection.client.peer.ip(),
+        status,
+        decision.identity.is_some(),
+        decision.score > 0,
+    );
     route.metrics.observe(
         &shared.metrics,
         &parts.method,

@@ -30,8 +30,11 @@ pub struct ConfigVersion {
     /// SHA-256 of the file content.
     pub hash: String,
     pub applied_at_ms: u64,
-    /// What applied it: `startup`, `sighup`, `file_change`, `admin`.
+    /// What applied it: `startup`, `sighup`, `file_change`, `admin`, `rollback by <who>`.
     pub trigger: String,
+    /// Served long enough without an error incident (self-healing marks it): a rollback
+    /// target.
+    pub known_good: bool,
     #[serde(skip)]
     pub text: Arc<str>,
 }
@@ -66,6 +69,8 @@ pub struct Gateway {
     hub: Mutex<Option<HubLink>>,
     /// Where the behaviour baselines are persisted (`behavior.persist_path`, read at start).
     behavior_file: Option<PathBuf>,
+    /// Self-healing: the engine, its persisted state, circuits and client ledger.
+    heal: Arc<crate::heal::HealHandle>,
 }
 
 impl Gateway {
@@ -153,10 +158,16 @@ impl Gateway {
             hash: snapshot.hash.clone(),
             applied_at_ms: now_ms(),
             trigger: "startup".into(),
+            known_good: false,
             text: text.into(),
         }]);
         let watch_config = snapshot.reload.clone();
         let listener_settings = snapshot.listeners.clone();
+        let heal = Arc::new(crate::heal::HealHandle::new(
+            &snapshot.heal,
+            &metrics.registry,
+        ));
+        heal.restore(&enforcement);
         let unrouted = crate::metrics::RouteMetrics::new(&metrics, "-");
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -168,6 +179,7 @@ impl Gateway {
             authn,
             rate_limits,
             grants,
+            heal: heal.state.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -185,6 +197,7 @@ impl Gateway {
             workers: worker_count,
             hub: Mutex::new(None),
             behavior_file: behavior_file.as_ref().map(|(path, _)| path.clone()),
+            heal,
         });
         gateway.relink_hub(&gateway.snapshot());
 
@@ -230,6 +243,7 @@ impl Gateway {
                 shutdown_rx.clone(),
             ));
         }
+        crate::heal::start(&gateway, shutdown_rx.clone());
         if watch_config.watch {
             tokio::spawn(watch_file(
                 Arc::downgrade(&gateway),
@@ -275,12 +289,17 @@ impl Gateway {
         }
     }
 
-    /// The block table (admin API, hub subscriber, self-healing).
+    /// Self-healing: incidents, actions, circuits.
+    pub fn heal(&self) -> &crate::heal::HealHandle {
+        &self.heal
+    }
+
     /// The learned behaviour state.
     pub fn behavior(&self) -> &Arc<apiguard_behavior::Behavior> {
         &self.shared.behavior
     }
 
+    /// The block table (admin API, hub subscriber, self-healing).
     pub fn enforcement(&self) -> &Arc<Enforcement> {
         &self.shared.enforcement
     }
@@ -308,6 +327,64 @@ impl Gateway {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Marks `version` as known good (self-healing does when it served well long enough);
+    /// whether it is still kept.
+    pub fn mark_known_good(&self, version: u64) -> bool {
+        let mut versions = self.versions.lock().expect("versions lock");
+        match versions.iter_mut().find(|v| v.version == version) {
+            Some(v) => {
+                if !v.known_good {
+                    v.known_good = true;
+                    tracing::info!(version, "configuration version marked known good");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The newest known good version still kept.
+    pub fn last_known_good(&self) -> Option<u64> {
+        let versions = self.versions.lock().expect("versions lock");
+        versions
+            .iter()
+            .rev()
+            .find(|v| v.known_good)
+            .map(|v| v.version)
+    }
+
+    /// Re-applies the text of a kept `version` as a new version (numbers only grow), and
+    /// returns that version. The file on disk is left as it is: its content is remembered as
+    /// rejected, so the file watcher does not apply it again until it changes.
+    pub fn rollback_to(&self, version: u64, by: &str) -> Result<u64, String> {
+        let kept = {
+            let versions = self.versions.lock().expect("versions lock");
+            versions.iter().find(|v| v.version == version).cloned()
+        };
+        let Some(kept) = kept else {
+            return Err(format!(
+                "version {version} is not kept (reload.keep_versions keeps the last ones)"
+            ));
+        };
+        let file = format!("{} (version {version})", self.config_path.display());
+        let config = crate::load::parse_config(&kept.text)
+            .map_err(|p| format!("version {version} no longer parses: {}", p.message))?;
+        let on_disk = std::fs::read_to_string(&self.config_path)
+            .ok()
+            .map(|text| content_hash(&text));
+        let applied = self
+            .apply(&config, &kept.text, &file, &format!("rollback by {by}"))
+            .map_err(|e| e.to_string())?;
+        if kept.known_good {
+            self.mark_known_good(applied);
+        }
+        if let Some(hash) = on_disk.filter(|h| *h != kept.hash) {
+            *self.last_rejected_hash.lock().expect("lock") = Some(hash);
+        }
+        tracing::warn!(target: "apiguard::security", from = version, to = applied, by, "configuration rolled back");
+        Ok(applied)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -408,6 +485,7 @@ impl Gateway {
                 hash: hash.clone(),
                 applied_at_ms: now_ms(),
                 trigger: trigger.to_owned(),
+                known_good: false,
                 text: text.into(),
             });
             let keep = current.reload.keep_versions.max(1);
@@ -440,6 +518,7 @@ impl Gateway {
             ),
         }
         self.save_baselines();
+        self.heal.save();
     }
 
     /// Writes the behaviour baselines to `behavior.persist_path`, if set (also done

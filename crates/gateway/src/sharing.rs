@@ -508,6 +508,7 @@ pub fn apply(
             reason: format!("shared {class} indicator from {}", report.reporter),
             indicator: Some(indicator.clone()),
             created_ms: now,
+            canary_percent: None,
         });
         tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, "shared indicator (monitor mode: listed, not enforced)");
         return "monitored";
@@ -519,6 +520,7 @@ pub fn apply(
         reason: format!("shared {class} indicator from {}", report.reporter),
         indicator: Some(indicator.clone()),
         created_ms: now,
+        canary_percent: None,
     });
     tracing::info!(target: "apiguard::security", %target, indicator = %indicator, class, until_ms, "shared indicator applied: blocking");
     "applied"

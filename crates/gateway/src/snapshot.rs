@@ -24,6 +24,7 @@ use crate::behavior::compile_behavior;
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
 use crate::enforcement::{Enforcement, EnforcementStage};
+use crate::heal::config::{HealSettings, compile_heal};
 use crate::load::{ConfigError, Problem};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::openapi::compile_openapi;
@@ -80,6 +81,8 @@ pub struct Snapshot {
     /// The longest just-in-time grant, when authorisation is configured (grants are refused
     /// otherwise: nothing would read them).
     pub max_grant_ttl: Option<Duration>,
+    /// Self-healing (`heal:`), compiled.
+    pub heal: Arc<HealSettings>,
 }
 
 /// What compiling needs from the running gateway.
@@ -134,6 +137,7 @@ pub fn check(config: &Config) -> Vec<Problem> {
     if let Some(hub) = &config.hub {
         let _ = HubSettings::resolve(hub, &mut problems);
     }
+    let _ = compile_heal(config.heal.as_ref(), &mut problems);
     problems
 }
 
@@ -252,6 +256,13 @@ fn check_upstreams(config: &Config, problems: &mut Vec<Problem>) {
         {
             problems.push(Problem::general(format!(
                 "upstream `{name}`: health_check interval and timeout must be longer than 0"
+            )));
+        }
+        if let Some(fallback) = &upstream.fallback
+            && (fallback == name || !config.upstreams.contains_key(fallback))
+        {
+            problems.push(Problem::general(format!(
+                "upstream `{name}`: fallback `{fallback}` must name another upstream"
             )));
         }
         if upstream.outlier_detection.max_ejection_percent > 100 {
@@ -390,6 +401,7 @@ pub fn compile(
         .hub
         .as_ref()
         .and_then(|h| HubSettings::resolve(h, &mut problems));
+    let heal = compile_heal(config.heal.as_ref(), &mut problems);
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -510,6 +522,7 @@ pub fn compile(
         rate_limit_cluster,
         continuous: auth.continuous,
         max_grant_ttl,
+        heal: Arc::new(heal.unwrap_or_default()),
     })
 }
 

@@ -36,6 +36,9 @@ pub struct PoolSettings {
     pub retries: u32,
     pub health_check: Option<HealthSettings>,
     pub outlier: OutlierConfig,
+    /// The pool that takes over when no target is available (and when self-healing
+    /// reroutes).
+    pub fallback: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +69,7 @@ impl PoolSettings {
                 healthy_threshold: h.healthy_threshold.max(1),
             }),
             outlier: config.outlier_detection.clone(),
+            fallback: config.fallback.clone(),
         }
     }
 }
@@ -165,6 +169,10 @@ pub struct Pool {
     next: AtomicUsize,
     events: broadcast::Sender<Arc<SecurityEvent>>,
     metrics: Arc<Metrics>,
+    /// Attempts and failed attempts (5xx, connection failures, timeouts) since the pool
+    /// started, for self-healing's windows.
+    attempts: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Pool {
@@ -209,6 +217,8 @@ impl Pool {
             next: AtomicUsize::new(0),
             events,
             metrics,
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         });
         tokio::spawn(maintain(Arc::downgrade(&pool)));
         Ok(pool)
@@ -288,9 +298,30 @@ impl Pool {
         Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
     }
 
+    /// Attempts and failed attempts since the pool started.
+    pub fn outcomes(&self) -> (u64, u64) {
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Targets that can take traffic now.
+    pub fn available_targets(&self) -> usize {
+        let mut now = None;
+        self.targets
+            .iter()
+            .filter(|t| t.available(&mut now))
+            .count()
+    }
+
     /// Feeds outlier detection with an attempt's result.
     pub fn record(&self, target: &Arc<Target>, result: AttemptResult) {
         let outlier = &self.settings.outlier;
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        if !matches!(result, AttemptResult::Status(status) if status < 500) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
         match result {
             AttemptResult::Status(status) if status >= 500 => {
                 let n = target.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;

@@ -197,6 +197,7 @@ async fn policies_permit_deny_and_forbid_by_route_method_path_and_reputation() {
             reason: "test".into(),
             indicator: None,
             created_ms: apiguard_model::event::now_ms(),
+            canary_percent: None,
         });
     assert_eq!(
         call(&s.gw, "GET", "/echo/public/a").await.status,

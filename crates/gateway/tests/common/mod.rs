@@ -59,6 +59,28 @@ pub async fn start(yaml: &str) -> Harness {
     }
 }
 
+/// Shuts `harness`'s gateway down and starts another on the same configuration file (a
+/// restart); state files named in it are kept.
+pub async fn restart(harness: Harness) -> Harness {
+    let Harness {
+        gateway,
+        config_path,
+        _dir,
+        ..
+    } = harness;
+    gateway.shutdown().await;
+    drop(gateway);
+    let gateway = Gateway::start(&config_path)
+        .await
+        .unwrap_or_else(|e| panic!("gateway restart: {e}"));
+    Harness {
+        addr: gateway.listen_addrs()[0],
+        gateway,
+        config_path,
+        _dir,
+    }
+}
+
 /// A minimal config: one catch-all route to `upstream`, with `extra` appended to the upstream.
 pub fn simple_config(upstream: SocketAddr, upstream_extra: &str) -> String {
     format!(
