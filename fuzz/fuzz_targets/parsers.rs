@@ -19,8 +19,28 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let mut items = 0usize;
-            let _ = walk_json(&text, 16, 256, &mut |_, _, _| items += 1);
+            let walked = walk_json(&text, 16, 256, &mut |_, path, _| {
+                assert!(path.starts_with('$'));
+                items += 1;
+            });
             assert!(items <= 256);
+            // The scanner accepts exactly the JSON serde_json accepts, but for serde_json's
+            // own limits (nesting, number range) and lone surrogates (kept as U+FFFD).
+            let serde = serde_json::from_str::<serde_json::Value>(&text);
+            match (walked, serde) {
+                (Err(JsonIssue::Invalid), Ok(_)) => panic!("valid JSON refused: {text:?}"),
+                (Ok(()) | Err(JsonIssue::TooDeep | JsonIssue::TooMany), Err(e)) => {
+                    let why = e.to_string();
+                    assert!(
+                        why.contains("recursion limit")
+                            || why.contains("number out of range")
+                            || why.contains("surrogate")
+                            || why.contains("hex escape"),
+                        "invalid JSON accepted ({why}): {text:?}"
+                    );
+                }
+                _ => {}
+            }
         }
         3 => {
             // First line is the boundary, the rest the body.

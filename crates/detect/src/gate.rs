@@ -23,6 +23,15 @@ impl Features {
         f
     }
 
+    /// These features without the bytes of `set` (the features of the value with those
+    /// bytes removed).
+    pub(crate) fn without(&self, set: &[u64; 2]) -> Features {
+        Features {
+            bits: [self.bits[0] & !set[0], self.bits[1] & !set[1]],
+            non_ascii: self.non_ascii,
+        }
+    }
+
     pub(crate) fn has(&self, b: u8) -> bool {
         b < 0x80 && self.bits[usize::from(b >> 6)] & (1u64 << (b & 63)) != 0
     }
@@ -47,15 +56,27 @@ impl Features {
         if !self.non_ascii && !self.intersects(&ANY_TRIGGER) {
             return wanted;
         }
-        let mut mask = wanted;
-        for t in Transform::ALL {
-            let bit = t.bit();
-            if wanted & bit == 0 {
-                continue;
+        // The transforms some byte of the value may trigger, from the bytes present.
+        let mut maybe = if self.non_ascii {
+            NON_ASCII_SENSITIVE
+        } else {
+            0
+        };
+        for (w, word) in self.bits.iter().enumerate() {
+            let mut present = word & ANY_TRIGGER[w];
+            while present != 0 {
+                let b = w * 64 + present.trailing_zeros() as usize;
+                maybe |= BYTE_TRANSFORMS[b];
+                present &= present - 1;
             }
-            let trigger = TRIGGERS[t as usize];
-            let maybe = (t.non_ascii_sensitive() && self.non_ascii) || self.intersects(&trigger);
-            if maybe && !self.transparent(t, text) {
+        }
+        let mut mask = wanted;
+        let mut check = maybe & wanted;
+        while check != 0 {
+            let bit = check & check.wrapping_neg();
+            check &= check - 1;
+            let t = Transform::ALL[bit.trailing_zeros() as usize];
+            if !self.transparent(t, text) {
                 mask &= !bit;
             }
         }
@@ -71,18 +92,18 @@ impl Features {
             Transform::Shell => !self.non_ascii && !self.any(b"'\"^\\$`{"),
             Transform::Path => {
                 !self.has(b'\\')
-                    && !(self.has(b'/') && (text.contains("//") || text.contains("/./")))
+                    && !(self.has(b'/') && (has_pair(text, b'/', b'/') || text.contains("/./")))
             }
             Transform::RemoveWhitespace => !self.whitespace() && !self.non_ascii,
             Transform::CompressWhitespace => {
-                !self.non_ascii && !self.any(b"\t\n\r\x0b\x0c") && !text.contains("  ")
+                !self.non_ascii && !self.any(b"\t\n\r\x0b\x0c") && !has_pair(text, b' ', b' ')
             }
             Transform::RemoveComments => {
-                let block = self.has(b'*') && text.contains("/*");
-                let line = self.has(b'-') && text.contains("--");
+                let block = self.has(b'*') && has_pair(text, b'/', b'*');
+                let line = self.has(b'-') && has_pair(text, b'-', b'-');
                 !(self.has(b'#') || block || line)
             }
-            Transform::Log4j => !self.has(b'$') || !text.contains("${"),
+            Transform::Log4j => !self.has(b'$') || !has_pair(text, b'$', b'{'),
             Transform::RemoveNulls => !self.has(0),
             Transform::Unicode => !self.non_ascii,
             Transform::UrlDecode => !self.has(b'%'),
@@ -94,9 +115,15 @@ impl Features {
     }
 }
 
+/// Whether the two bytes `a b` occur next to each other in `text` (a plain loop: the values
+/// are short, and a substring searcher's setup costs more than the search).
+pub(crate) fn has_pair(text: &str, a: u8, b: u8) -> bool {
+    text.as_bytes().windows(2).any(|w| w[0] == a && w[1] == b)
+}
+
 /// Per transform (by discriminant): the ASCII bytes without which it is transparent (see
 /// [`Features::transparent`]; non-ASCII input is [`Transform::non_ascii_sensitive`]).
-const TRIGGERS: [[u64; 2]; 13] = [
+pub(crate) const TRIGGERS: [[u64; 2]; 13] = [
     exact_mask(b"%&\\\0"),          // Decode
     exact_mask(b"%"),               // UrlDecode
     exact_mask(b"&"),               // HtmlDecode
@@ -112,6 +139,37 @@ const TRIGGERS: [[u64; 2]; 13] = [
     exact_mask(b"$"),               // Log4j
 ];
 
+/// Per ASCII byte: the transforms (as a [`Transform::bit`] mask) whose trigger bytes hold it.
+static BYTE_TRANSFORMS: [u16; 128] = {
+    let mut table = [0u16; 128];
+    let mut t = 0;
+    while t < TRIGGERS.len() {
+        let mut b = 0;
+        while b < 128 {
+            if TRIGGERS[t][b >> 6] & (1u64 << (b & 63)) != 0 {
+                table[b] |= 1 << t;
+            }
+            b += 1;
+        }
+        t += 1;
+    }
+    table
+};
+
+/// The transforms that non-ASCII input may make change more than ASCII case (see
+/// [`Transform::non_ascii_sensitive`]).
+const NON_ASCII_SENSITIVE: u16 = {
+    let mut mask = 0u16;
+    let mut t = 0;
+    while t < Transform::ALL.len() {
+        if Transform::ALL[t].non_ascii_sensitive() {
+            mask |= 1 << t;
+        }
+        t += 1;
+    }
+    mask
+};
+
 /// The union of [`TRIGGERS`].
 const ANY_TRIGGER: [u64; 2] = {
     let mut m = [0u64; 2];
@@ -125,7 +183,7 @@ const ANY_TRIGGER: [u64; 2] = {
 };
 
 /// A byte mask of exactly `bytes` (ASCII only).
-const fn exact_mask(bytes: &[u8]) -> [u64; 2] {
+pub(crate) const fn exact_mask(bytes: &[u8]) -> [u64; 2] {
     let mut m = [0u64; 2];
     let mut i = 0;
     while i < bytes.len() {
@@ -149,36 +207,68 @@ pub(crate) fn mask(bytes: &[u8]) -> [u64; 2] {
     m
 }
 
-/// A fixed-size bit set of rule indexes.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Bits(Vec<u64>);
+/// A fixed-size bit set of rule indexes: inline up to 256 rules (the built-in set fits), so
+/// the per-request buffers cost no allocation.
+#[derive(Debug, Clone)]
+pub(crate) enum Bits {
+    Inline { len: usize, words: [u64; 4] },
+    Heap(Vec<u64>),
+}
+
+impl Default for Bits {
+    fn default() -> Bits {
+        Bits::with_len(0)
+    }
+}
 
 impl Bits {
     pub(crate) fn with_len(n: usize) -> Bits {
-        Bits(vec![0; n.div_ceil(64)])
+        let len = n.div_ceil(64);
+        if len <= 4 {
+            Bits::Inline { len, words: [0; 4] }
+        } else {
+            Bits::Heap(vec![0; len])
+        }
+    }
+
+    fn words(&self) -> &[u64] {
+        match self {
+            Bits::Inline { len, words } => &words[..*len],
+            Bits::Heap(words) => words,
+        }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        match self {
+            Bits::Inline { len, words } => &mut words[..*len],
+            Bits::Heap(words) => words,
+        }
     }
 
     pub(crate) fn clear(&mut self) {
-        self.0.iter_mut().for_each(|w| *w = 0);
+        self.words_mut().iter_mut().for_each(|w| *w = 0);
     }
 
     pub(crate) fn set(&mut self, i: usize) {
-        self.0[i / 64] |= 1u64 << (i % 64);
+        self.words_mut()[i / 64] |= 1u64 << (i % 64);
     }
 
     pub(crate) fn get(&self, i: usize) -> bool {
-        self.0[i / 64] & (1u64 << (i % 64)) != 0
+        self.words()[i / 64] & (1u64 << (i % 64)) != 0
     }
 
     pub(crate) fn intersects(&self, other: &Bits) -> bool {
-        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+        self.words()
+            .iter()
+            .zip(other.words())
+            .any(|(a, b)| a & b != 0)
     }
 
     /// The indexes set in both `self` and `other`.
     pub(crate) fn iter_and<'a>(&'a self, other: &'a Bits) -> impl Iterator<Item = usize> + 'a {
-        self.0
+        self.words()
             .iter()
-            .zip(&other.0)
+            .zip(other.words())
             .enumerate()
             .flat_map(|(w, (a, b))| {
                 let mut word = a & b;

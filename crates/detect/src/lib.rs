@@ -36,7 +36,7 @@ pub use target::{Target, TargetKind};
 pub mod internals {
     pub use crate::collect::cookie::parse_cookies;
     pub use crate::collect::graphql::parse_graphql_document;
-    pub use crate::collect::json::walk_json;
+    pub use crate::collect::json::{JsonIssue, JsonItem, walk_json};
     pub use crate::collect::multipart::parse_multipart;
     pub use crate::collect::urlencoded::parse_urlencoded;
     pub use crate::collect::xml::parse_xml;

@@ -1,7 +1,10 @@
 //! Targets: the pieces of a request that rules inspect, each named so that a finding says
 //! exactly where it was made and an exclusion can point at exactly one of them.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use crate::collect::json::JsonDoc;
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +216,11 @@ impl TargetGroup {
     }
 }
 
+/// Whether a header of this name has a fixed grammar (see [`TargetGroup::StructuredHeaders`]).
+fn structured_header(name: &str) -> bool {
+    STRUCTURED_HEADERS.contains(&name) || name.starts_with("sec-")
+}
+
 /// One inspected value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -228,12 +236,7 @@ pub struct Target {
 impl Target {
     /// The rule-file group of this target.
     pub(crate) fn group(&self) -> TargetGroup {
-        if self.kind == TargetKind::Header
-            && (STRUCTURED_HEADERS.contains(&self.name.as_str()) || self.name.starts_with("sec-"))
-        {
-            return TargetGroup::StructuredHeaders;
-        }
-        self.kind.group()
+        group_of(self.kind, &self.name)
     }
 
     pub fn new(kind: TargetKind, name: impl Into<String>, value: impl Into<String>) -> Target {
@@ -252,5 +255,131 @@ impl fmt::Display for Target {
         } else {
             write!(f, "{}:{}", self.kind.prefix(), self.name)
         }
+    }
+}
+
+fn group_of(kind: TargetKind, name: &str) -> TargetGroup {
+    if kind == TargetKind::Header && structured_header(name) {
+        return TargetGroup::StructuredHeaders;
+    }
+    kind.group()
+}
+
+/// A target as the collector hands it to the engine: borrowed from the request (or from the
+/// collector's decoded copy), its name written out only when needed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TargetRef<'a> {
+    pub kind: TargetKind,
+    pub name: TargetName<'a>,
+    pub value: &'a str,
+    /// For a piece of a larger text that was scanned for prefilter literals as a whole (the
+    /// keys and values of a JSON document): which literals occur in the value.
+    pub literals: Option<LiteralMask>,
+}
+
+/// Target groups (as [`TargetGroup::bit`] masks) for which a prefilter literal arms a rule in
+/// a value: unconditionally, only if the value also contains `(` (SQL function names), or only
+/// if it has shell syntax (command words that are not the value's first word).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LiteralMask {
+    pub groups: u16,
+    pub call_groups: u16,
+    pub shell_groups: u16,
+}
+
+impl LiteralMask {
+    /// Whether a literal arms a rule of target group `bit` in a value with features `f`.
+    pub(crate) fn arms(&self, bit: u16, f: &crate::gate::Features) -> bool {
+        self.groups & bit != 0
+            || (self.call_groups & bit != 0 && f.has(b'('))
+            || (self.shell_groups & bit != 0 && crate::engine::shell_syntax(f))
+    }
+}
+
+/// The name of a [`TargetRef`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TargetName<'a> {
+    Text(&'a str),
+    /// A JSON path, written from the document's path links (after `prefix` when the document
+    /// is embedded in an argument: `variables.a.b`; `$.a.b` otherwise).
+    Json {
+        prefix: &'a str,
+        doc: &'a JsonDoc<'a>,
+        node: u32,
+    },
+}
+
+impl<'a> TargetRef<'a> {
+    pub(crate) fn new(kind: TargetKind, name: &'a str, value: &'a str) -> TargetRef<'a> {
+        TargetRef {
+            kind,
+            name: TargetName::Text(name),
+            value,
+            literals: None,
+        }
+    }
+
+    /// The rule-file group of this target.
+    pub(crate) fn group(&self) -> TargetGroup {
+        match self.name {
+            TargetName::Text(name) => group_of(self.kind, name),
+            TargetName::Json { .. } => self.kind.group(),
+        }
+    }
+
+    /// The name: the argument name, JSON path, header name, ...
+    pub(crate) fn name(&self) -> Cow<'a, str> {
+        match self.name {
+            TargetName::Text(name) => Cow::Borrowed(name),
+            TargetName::Json { .. } => {
+                let mut out = String::new();
+                self.write_name(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Whether the name is exactly `name` (without writing out a JSON path).
+    pub(crate) fn name_is(&self, name: &str) -> bool {
+        match self.name {
+            TargetName::Text(own) => own == name,
+            TargetName::Json { .. } => self.name() == name,
+        }
+    }
+
+    fn write_name(&self, out: &mut String) {
+        match self.name {
+            TargetName::Text(name) => out.push_str(name),
+            TargetName::Json { prefix, doc, node } => {
+                if prefix.is_empty() {
+                    out.push('$');
+                } else {
+                    out.push_str(prefix);
+                }
+                doc.write_path(node, out);
+            }
+        }
+    }
+
+    /// The display form, `kind:name` (see [`Target`]'s `Display`).
+    pub(crate) fn display(&self) -> String {
+        let mut out = String::from(self.kind.prefix());
+        if !matches!(self.name, TargetName::Text("")) {
+            out.push(':');
+            self.write_name(&mut out);
+        }
+        out
+    }
+
+    /// An owned copy.
+    #[cfg(test)]
+    pub(crate) fn to_target(self) -> Target {
+        Target::new(self.kind, self.name().into_owned(), self.value)
+    }
+}
+
+impl fmt::Display for TargetRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display())
     }
 }

@@ -273,6 +273,92 @@ fn exclusions_are_precise() {
     );
 }
 
+/// With a key sent twice, an application may read either value (most JSON libraries keep the
+/// last one, some the first): every one is inspected, so an attack hidden in the first
+/// duplicate is found as surely as in the last.
+#[test]
+fn every_duplicate_json_key_is_inspected() {
+    let e = engine();
+    for body in [
+        r#"{"comment":"1' UNION SELECT password FROM users--","comment":"Great product"}"#,
+        r#"{"comment":"Great product","comment":"1' UNION SELECT password FROM users--"}"#,
+        r#"{"a":{"comment":"<script>alert(1)</script>"},"a":{"comment":"fine"}}"#,
+    ] {
+        let v = inspect(&e, &req("POST", "/c", &[JSON], body));
+        assert!(v.blocked, "{body}: {v:?}");
+        assert!(
+            v.findings
+                .iter()
+                .any(|f| f.target.ends_with(".comment") && f.class != "protocol"),
+            "{body}: {v:?}"
+        );
+    }
+    // The same body without the attack passes.
+    let v = inspect(
+        &e,
+        &req(
+            "POST",
+            "/c",
+            &[JSON],
+            r#"{"comment":"Great product","comment":"Fast delivery"}"#,
+        ),
+    );
+    assert!(v.findings.is_empty(), "{v:?}");
+}
+
+/// Escaped JSON strings are inspected as the application reads them (unescaped), keys with
+/// escapes are named by their unescaped text, and exclusions still name them precisely.
+#[test]
+fn escaped_json_strings_are_inspected_unescaped() {
+    let body = r#"{"comment":"1\u0027 UNION SELECT password FROM users--","t\u0069tle":"\u003cscript\u003ealert(1)\u003c/script\u003e"}"#;
+    let v = inspect(&engine(), &req("POST", "/c", &[JSON], body));
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.target == "json:$.comment" && f.class == "sqli"),
+        "{v:?}"
+    );
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.target == "json:$.title" && f.class == "xss"),
+        "{v:?}"
+    );
+    let config = EngineConfig {
+        exclusions: vec![Exclusion {
+            rule: None,
+            class: Some("xss".into()),
+            target: Some("json:$.title".into()),
+        }],
+        ..EngineConfig::default()
+    };
+    let v = inspect(
+        &Engine::new(config, &[]).unwrap(),
+        &req("POST", "/c", &[JSON], body),
+    );
+    assert!(v.findings.iter().all(|f| f.class != "xss"), "{v:?}");
+    assert!(v.findings.iter().any(|f| f.class == "sqli"), "{v:?}");
+}
+
+/// A GraphQL `variables` argument that is not JSON is still an argument the backend reads.
+#[test]
+fn graphql_variables_that_are_not_json_are_inspected() {
+    let v = inspect(
+        &engine(),
+        &req(
+            "GET",
+            "/graphql?query=%7Bme%7Bid%7D%7D&variables=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            &[],
+            "",
+        ),
+    );
+    assert!(v.blocked, "{v:?}");
+    assert!(
+        v.findings.iter().any(|f| f.target == "query:variables"),
+        "{v:?}"
+    );
+}
+
 #[test]
 fn modes_decide_blocking() {
     let attack = req("GET", "/?q=%3Cscript%3Ealert(1)%3C/script%3E", &[], "");
@@ -305,6 +391,20 @@ fn bounds_are_findings() {
         v.findings.iter().any(|f| f.rule_id == "limits.json_depth"),
         "{v:?}"
     );
+    // Nesting past the bound hides nothing: the payload at the bottom is still found.
+    for depth in [100, 300, 20_000] {
+        let deep = format!(
+            "{{\"a\":{}\"<script>alert(document.cookie)</script>\"{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let v = inspect(&engine(), &req("POST", "/", &[JSON], &deep));
+        assert!(v.blocked, "depth {depth}: {v:?}");
+        assert!(
+            v.findings.iter().any(|f| f.class == "xss"),
+            "depth {depth}: {v:?}"
+        );
+    }
     let config = EngineConfig {
         max_body_inspect: 16,
         ..EngineConfig::default()

@@ -1,19 +1,23 @@
 //! The `Cookie` request header.
 
-/// Splits a `Cookie` header into name/value pairs (values keep their encoding; normalisation
-/// decodes them).
-pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
+/// The name/value pairs of a `Cookie` header, borrowed (values keep their encoding;
+/// normalisation decodes them).
+pub(crate) fn cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header
         .split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            (
-                name.trim().to_string(),
-                value.trim().trim_matches('"').to_string(),
-            )
+            (name.trim(), value.trim().trim_matches('"'))
         })
+}
+
+/// Splits a `Cookie` header into name/value pairs (values keep their encoding; normalisation
+/// decodes them).
+pub fn parse_cookies(header: &str) -> Vec<(String, String)> {
+    cookies(header)
+        .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect()
 }
 

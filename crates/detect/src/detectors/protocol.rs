@@ -11,6 +11,7 @@ use crate::collect::multipart::parameters;
 use crate::collect::{Anomaly, Collected};
 use crate::normalize::url::{has_invalid_escape, percent_decode};
 use crate::target::TargetKind;
+use crate::target::TargetRef;
 
 /// Methods a REST/GraphQL API gateway expects.
 const STANDARD_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
@@ -60,40 +61,142 @@ fn anomaly(
     Anomaly::new(rule, "protocol", severity, target, evidence)
 }
 
-/// Runs every protocol check and appends findings to `out`.
-pub(crate) fn check(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
+/// Runs every protocol check and appends findings to `out`; `targets` holds what the checks of
+/// single targets found while the request was collected.
+pub(crate) fn check(
+    request: &RequestView<'_>,
+    collected: &Collected,
+    targets: TargetChecks,
+    out: &mut Vec<Anomaly>,
+) {
+    let TargetChecks {
+        fixation_from: _,
+        part_headers,
+        part_names,
+        control,
+        method_override,
+        session_fixation,
+        remote_include,
+        parameter_names,
+    } = targets;
+    let present = present_headers(request);
     method_and_version(request, out);
     framing(request, out);
-    headers(request, out);
-    content_type(request, collected, out);
+    headers(request, present, out);
+    content_type(request, part_headers, part_names, out);
     encodings(request, collected, out);
-    method_override(request, collected, out);
-    session_fixation(request, collected, out);
-    header_grammar(request, out);
+    out.extend(control);
+    out.extend(method_override);
+    out.extend(session_fixation);
+    header_grammar(request, present, out);
     cookie_smuggling(request, out);
-    remote_include_base(collected, out);
-    parameter_names(collected, out);
+    out.extend(remote_include);
+    out.extend(parameter_names);
 }
 
-fn parameter_names(collected: &Collected, out: &mut Vec<Anomaly>) {
-    for t in &collected.targets {
-        // `foo[1]a[2]`: text after a closing bracket is dropped by PHP and kept by others, so
-        // the parameter the backend builds is not the one inspected. (`items[0].name`, the
-        // binding syntax of Spring and ASP.NET, continues with a dot.)
-        if matches!(t.kind, TargetKind::QueryName | TargetKind::FormName)
-            && t.value.contains('[')
-            && t.value
-                .as_bytes()
-                .windows(2)
-                .any(|w| w[0] == b']' && w[1].is_ascii_alphanumeric())
+/// The checks that look at one target at a time, run as each target is collected. Their
+/// findings wait here, per check, so that the request's findings keep one fixed order.
+#[derive(Debug, Default)]
+pub(crate) struct TargetChecks {
+    /// The Referer's host when it names another host than the request's (session fixation).
+    fixation_from: Option<String>,
+    part_headers: Vec<Anomaly>,
+    part_names: Vec<Anomaly>,
+    control: Vec<Anomaly>,
+    method_override: Vec<Anomaly>,
+    session_fixation: Option<Anomaly>,
+    remote_include: Vec<Anomaly>,
+    parameter_names: Vec<Anomaly>,
+}
+
+impl TargetChecks {
+    pub(crate) fn new(request: &RequestView<'_>) -> TargetChecks {
+        TargetChecks {
+            fixation_from: foreign_referer(request),
+            ..TargetChecks::default()
+        }
+    }
+
+    /// Runs the single-target checks on `t`.
+    pub(crate) fn target(&mut self, method: &Method, t: &TargetRef<'_>) {
+        match t.kind {
+            TargetKind::QueryName | TargetKind::FormName => {
+                control_characters(t, &mut self.control);
+                self.session_fixation(t);
+                parameter_name(t, &mut self.parameter_names);
+            }
+            TargetKind::JsonKey => self.session_fixation(t),
+            TargetKind::MultipartName => {
+                multipart_name(t, &mut self.part_names);
+                self.session_fixation(t);
+            }
+            TargetKind::MultipartFilename => multipart_name(t, &mut self.part_names),
+            TargetKind::PartHeader => part_header(t, &mut self.part_headers),
+            TargetKind::QueryValue | TargetKind::FormValue => {
+                if t.kind == TargetKind::FormValue {
+                    form_charset(t, &mut self.part_names);
+                }
+                control_characters(t, &mut self.control);
+                method_override(method, t, &mut self.method_override);
+                remote_include_base(t, &mut self.remote_include);
+            }
+            TargetKind::MultipartValue => {
+                form_charset(t, &mut self.part_names);
+                remote_include_base(t, &mut self.remote_include);
+            }
+            TargetKind::JsonValue => remote_include_base(t, &mut self.remote_include),
+            TargetKind::Header => {
+                control_characters(t, &mut self.control);
+                method_override(method, t, &mut self.method_override);
+            }
+            TargetKind::Cookie => {
+                control_characters(t, &mut self.control);
+                remote_include_base(t, &mut self.remote_include);
+            }
+            TargetKind::CookieName | TargetKind::Path => control_characters(t, &mut self.control),
+            _ => {}
+        }
+    }
+
+    fn session_fixation(&mut self, t: &TargetRef<'_>) {
+        if self.session_fixation.is_some() {
+            return;
+        }
+        let Some(referer_host) = &self.fixation_from else {
+            return;
+        };
+        if SESSION_ID_NAMES
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(t.value))
         {
-            out.push(anomaly(
-                "protocol.parameter_name_brackets",
+            let name = t.value.to_ascii_lowercase();
+            self.session_fixation = Some(Anomaly::new(
+                "session.fixation",
+                "session_fixation",
                 Severity::Critical,
-                t.to_string(),
-                t.value.clone(),
+                t.display(),
+                format!("session identifier {name} sent from {referer_host}"),
             ));
         }
+    }
+}
+
+/// `foo[1]a[2]`: text after a closing bracket is dropped by PHP and kept by others, so the
+/// parameter the backend builds is not the one inspected. (`items[0].name`, the binding syntax
+/// of Spring and ASP.NET, continues with a dot.)
+fn parameter_name(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    if t.value.contains('[')
+        && t.value
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b']' && w[1].is_ascii_alphanumeric())
+    {
+        out.push(anomaly(
+            "protocol.parameter_name_brackets",
+            Severity::Critical,
+            t.display(),
+            t.value,
+        ));
     }
 }
 
@@ -142,15 +245,13 @@ fn url_host(url: &str) -> String {
 }
 
 /// Session fixation: a session identifier planted through a request argument (a link or a form
-/// on another site), recognised by a Referer naming another host than the one addressed.
-fn session_fixation(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
-    let Some(referer) = request
+/// on another site), recognised by a Referer naming another host than the one addressed. The
+/// Referer's host, when it is foreign; the arguments are checked as they are collected.
+fn foreign_referer(request: &RequestView<'_>) -> Option<String> {
+    let referer = request
         .headers
         .get(http::header::REFERER)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return;
-    };
+        .and_then(|v| v.to_str().ok())?;
     let referer_host = url_host(referer);
     let host = request
         .headers
@@ -159,31 +260,7 @@ fn session_fixation(request: &RequestView<'_>, collected: &Collected, out: &mut 
         .or_else(|| request.uri.host())
         .unwrap_or("");
     let host = url_host(host);
-    if referer_host.is_empty() || referer_host == host {
-        return;
-    }
-    for t in &collected.targets {
-        if !matches!(
-            t.kind,
-            TargetKind::QueryName
-                | TargetKind::FormName
-                | TargetKind::JsonKey
-                | TargetKind::MultipartName
-        ) {
-            continue;
-        }
-        let name = t.value.to_ascii_lowercase();
-        if SESSION_ID_NAMES.contains(&name.as_str()) {
-            out.push(Anomaly::new(
-                "session.fixation",
-                "session_fixation",
-                Severity::Critical,
-                t.to_string(),
-                format!("session identifier {name} sent from {referer_host}"),
-            ));
-            return;
-        }
-    }
+    (!referer_host.is_empty() && referer_host != host).then_some(referer_host)
 }
 
 fn method_and_version(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
@@ -357,7 +434,45 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
+/// Bits of [`present_headers`]: the restricted headers (in [`RESTRICTED_HEADERS`] order), then
+/// the others the checks look up.
+const REQUEST_RANGE: u32 = 1 << 4;
+const CACHE_CONTROL: u32 = 1 << 5;
+const ACCEPT_ENCODING: u32 = 1 << 6;
+const ACCEPT: u32 = 1 << 7;
+const UP_DEVCAP_CHARSET: u32 = 1 << 8;
+/// Then the headers of [`SEC_FETCH_VALUES`], in its order.
+const SEC_FETCH: u32 = 9;
+
+/// Which of the headers the request-level checks look up are present: one pass over the
+/// request's headers instead of a lookup (and a name parse) per check.
+fn present_headers(request: &RequestView<'_>) -> u32 {
+    let mut present = 0;
+    for name in request.headers.keys() {
+        let name = name.as_str();
+        present |= match name {
+            "cache-control" => CACHE_CONTROL,
+            "accept-encoding" => ACCEPT_ENCODING,
+            "accept" => ACCEPT,
+            "x-up-devcap-post-charset" => UP_DEVCAP_CHARSET,
+            "request-range" => REQUEST_RANGE,
+            _ => RESTRICTED_HEADERS
+                .iter()
+                .position(|h| *h == name)
+                .map(|i| 1 << i)
+                .or_else(|| {
+                    SEC_FETCH_VALUES
+                        .iter()
+                        .position(|(h, _)| *h == name)
+                        .map(|i| 1 << (SEC_FETCH + i as u32))
+                })
+                .unwrap_or(0),
+        };
+    }
+    present
+}
+
+fn headers(request: &RequestView<'_>, present: u32, out: &mut Vec<Anomaly>) {
     match request
         .headers
         .get(HOST)
@@ -401,8 +516,8 @@ fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
         }
         None => {}
     }
-    for name in RESTRICTED_HEADERS {
-        if request.headers.contains_key(*name) {
+    for (i, name) in RESTRICTED_HEADERS.iter().enumerate() {
+        if present & (1 << i) != 0 {
             out.push(anomaly(
                 "protocol.restricted_header",
                 Severity::Critical,
@@ -411,7 +526,7 @@ fn headers(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             ));
         }
     }
-    if request.headers.contains_key("request-range") {
+    if present & REQUEST_RANGE != 0 {
         out.push(anomaly(
             "protocol.request_range",
             Severity::Critical,
@@ -501,7 +616,14 @@ fn valid_content_range(value: &str) -> bool {
     total_ok && range_ok
 }
 
-fn content_type(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
+/// The Content-Type header; then, when it is well formed, what the multipart checks found in
+/// part headers (`part_headers`) and in part names and form charsets (`part_names`).
+fn content_type(
+    request: &RequestView<'_>,
+    part_headers: Vec<Anomaly>,
+    part_names: Vec<Anomaly>,
+    out: &mut Vec<Anomaly>,
+) {
     let values: Vec<String> = request
         .headers
         .get_all(CONTENT_TYPE)
@@ -620,69 +742,67 @@ fn content_type(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<
             ct.clone(),
         ));
     }
-    // Multipart part headers: charsets and the deprecated Content-Transfer-Encoding.
-    for t in &collected.targets {
-        if t.kind != TargetKind::PartHeader {
-            continue;
-        }
-        match t.name.as_str() {
-            "content-type" => {
-                for (k, v) in parameters(&t.value) {
-                    if k == "charset"
-                        && !ALLOWED_CHARSETS
-                            .contains(&v.trim_matches('"').to_ascii_lowercase().as_str())
-                    {
-                        out.push(anomaly(
-                            "protocol.part_charset",
-                            Severity::Critical,
-                            t.to_string(),
-                            t.value.clone(),
-                        ));
-                    }
-                }
-            }
-            "content-transfer-encoding" => {
+    out.extend(part_headers);
+    out.extend(part_names);
+}
+
+/// Multipart part headers: charsets and the deprecated Content-Transfer-Encoding.
+fn part_header(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    if t.name_is("content-type") {
+        for (k, v) in parameters(t.value) {
+            if k == "charset"
+                && !ALLOWED_CHARSETS.contains(&v.trim_matches('"').to_ascii_lowercase().as_str())
+            {
                 out.push(anomaly(
-                    "protocol.part_transfer_encoding",
+                    "protocol.part_charset",
                     Severity::Critical,
-                    t.to_string(),
-                    t.value.clone(),
+                    t.display(),
+                    t.value,
                 ));
             }
-            _ => {}
         }
+    } else if t.name_is("content-transfer-encoding") {
+        out.push(anomaly(
+            "protocol.part_transfer_encoding",
+            Severity::Critical,
+            t.display(),
+            t.value,
+        ));
     }
-    for t in &collected.targets {
-        let suspicious = match t.kind {
-            // Quotes, semicolons and backslashes make parsers disagree on where a name ends.
-            TargetKind::MultipartFilename => {
-                t.value.contains(['"', ';', '\\']) || t.value.chars().any(char::is_control)
-            }
-            TargetKind::MultipartName => {
-                t.value.contains(['"', ';', '\\', '\'', '='])
-                    || t.value.chars().any(char::is_control)
-            }
-            _ => false,
-        };
-        if suspicious {
-            out.push(anomaly(
-                "protocol.multipart_name_chars",
-                Severity::Critical,
-                t.to_string(),
-                t.value.clone(),
-            ));
+}
+
+/// Quotes, semicolons and backslashes in part names and file names make parsers disagree on
+/// where a name ends.
+fn multipart_name(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    let suspicious = match t.kind {
+        TargetKind::MultipartFilename => {
+            t.value.contains(['"', ';', '\\']) || t.value.chars().any(char::is_control)
         }
-        if matches!(t.kind, TargetKind::FormValue | TargetKind::MultipartValue)
-            && t.name == "_charset_"
-            && !ALLOWED_CHARSETS.contains(&t.value.to_ascii_lowercase().as_str())
-        {
-            out.push(anomaly(
-                "protocol.form_charset",
-                Severity::Critical,
-                t.to_string(),
-                t.value.clone(),
-            ));
-        }
+        _ => t.value.contains(['"', ';', '\\', '\'', '=']) || t.value.chars().any(char::is_control),
+    };
+    if suspicious {
+        out.push(anomaly(
+            "protocol.multipart_name_chars",
+            Severity::Critical,
+            t.display(),
+            t.value,
+        ));
+    }
+}
+
+/// A form's `_charset_` field outside the allowed charsets.
+fn form_charset(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    if t.name_is("_charset_")
+        && !ALLOWED_CHARSETS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(t.value))
+    {
+        out.push(anomaly(
+            "protocol.form_charset",
+            Severity::Critical,
+            t.display(),
+            t.value,
+        ));
     }
 }
 
@@ -695,24 +815,29 @@ fn is_token(s: &str) -> bool {
 /// Encoding abuse in the raw query string and form body: malformed `%` escapes, IIS `%u`,
 /// overlong UTF-8, null bytes and other control characters.
 fn encodings(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
-    let mut raw_sources: Vec<(&str, String)> = Vec::new();
-    if let Some(q) = request.query() {
-        raw_sources.push(("query", q.to_string()));
-    }
-    raw_sources.push(("path", request.path().to_string()));
-    if collected.body.media_type.as_deref() == Some("application/x-www-form-urlencoded")
-        && let Some(body) = request.body
-    {
-        raw_sources.push(("body", String::from_utf8_lossy(body).into_owned()));
-    }
-    for (target, raw) in &raw_sources {
+    let form_body = request
+        .body
+        .filter(|_| {
+            collected.body.media_type.as_deref() == Some("application/x-www-form-urlencoded")
+        })
+        .map(|body| String::from_utf8_lossy(body));
+    let raw_sources = [
+        ("query", request.query()),
+        ("path", Some(request.path())),
+        ("body", form_body.as_deref()),
+    ];
+    for (target, raw) in raw_sources {
+        // Every check below is about `%` escapes (the text itself is valid UTF-8).
+        let Some(raw) = raw.filter(|raw| raw.contains('%')) else {
+            continue;
+        };
         let lower = raw.to_ascii_lowercase();
         if has_malformed_escape(raw) {
             out.push(anomaly(
                 "protocol.invalid_url_encoding",
                 Severity::Critical,
-                *target,
-                raw.clone(),
+                target,
+                raw,
             ));
         }
         let double_encoded = lower
@@ -734,19 +859,19 @@ fn encodings(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Ano
             out.push(anomaly(
                 "protocol.double_url_encoding",
                 severity,
-                *target,
-                raw.clone(),
+                target,
+                raw,
             ));
         }
         if lower.contains("%u")
-            && crate::normalize::url::percent_decode(raw, false) != *raw
+            && crate::normalize::url::percent_decode(raw, false) != raw
             && has_iis_escape(&lower)
         {
             out.push(anomaly(
                 "protocol.iis_unicode_encoding",
                 Severity::Critical,
-                *target,
-                raw.clone(),
+                target,
+                raw,
             ));
         }
         let decoded_bytes = percent_decode_bytes(raw);
@@ -754,57 +879,53 @@ fn encodings(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Ano
             out.push(anomaly(
                 "protocol.overlong_utf8",
                 Severity::Critical,
-                *target,
-                raw.clone(),
+                target,
+                raw,
             ));
-        } else if *target != "body" && std::str::from_utf8(&decoded_bytes).is_err() {
+        } else if target != "body" && std::str::from_utf8(&decoded_bytes).is_err() {
             // URLs are UTF-8; a form body may legitimately declare another charset.
             out.push(anomaly(
                 "protocol.invalid_utf8",
                 Severity::Error,
-                *target,
-                raw.clone(),
+                target,
+                raw,
             ));
         }
     }
-    // Null bytes and control characters in values, names, headers and cookies.
-    for t in &collected.targets {
-        let checked = matches!(
-            t.kind,
-            TargetKind::QueryName
-                | TargetKind::QueryValue
-                | TargetKind::FormName
-                | TargetKind::FormValue
-                | TargetKind::Header
-                | TargetKind::Cookie
-                | TargetKind::CookieName
-                | TargetKind::Path
-        );
-        if !checked {
-            continue;
-        }
-        // A Host is a name or an address, never percent-encoded: `%00` there is text.
-        let decoded = if t.kind == TargetKind::Header && t.name == "host" {
-            std::borrow::Cow::Borrowed(t.value.as_str())
+}
+
+/// Null bytes and control characters in values, names, headers and cookies.
+fn control_characters(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    // Most values have no escape and no byte of a control character (C0, DEL, or the lead
+    // byte 0xC2 of the C1 controls): nothing to decode or look at.
+    if !t
+        .value
+        .bytes()
+        .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == b'%')
+    {
+        return;
+    }
+    // A Host is a name or an address, never percent-encoded: `%00` there is text.
+    let decoded = if t.kind == TargetKind::Header && t.name_is("host") {
+        std::borrow::Cow::Borrowed(t.value)
+    } else {
+        percent_decode(t.value, false)
+    };
+    if let Some(c) = decoded
+        .chars()
+        .find(|&c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
+        let rule = if c == '\0' {
+            "protocol.null_byte"
         } else {
-            percent_decode(&t.value, false)
+            "protocol.control_character"
         };
-        if let Some(c) = decoded
-            .chars()
-            .find(|&c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
-        {
-            let rule = if c == '\0' {
-                "protocol.null_byte"
-            } else {
-                "protocol.control_character"
-            };
-            out.push(anomaly(
-                rule,
-                Severity::Critical,
-                t.to_string(),
-                format!("U+{:04X}", c as u32),
-            ));
-        }
+        out.push(anomaly(
+            rule,
+            Severity::Critical,
+            t.display(),
+            format!("U+{:04X}", c as u32),
+        ));
     }
 }
 
@@ -878,33 +999,32 @@ fn has_overlong_utf8(bytes: &[u8]) -> bool {
 
 /// `_method` overrides (query or form) and the override headers: a way around method-based
 /// authorisation.
-fn method_override(request: &RequestView<'_>, collected: &Collected, out: &mut Vec<Anomaly>) {
-    for t in &collected.targets {
-        let is_override = match t.kind {
-            TargetKind::QueryValue | TargetKind::FormValue => t.name == "_method",
-            TargetKind::Header => matches!(
-                t.name.as_str(),
-                "x-http-method-override" | "x-http-method" | "x-method-override"
-            ),
-            _ => false,
-        };
-        if !is_override {
-            continue;
+/// A method override (`_method`, `X-HTTP-Method-Override`) to anything but `post` on a POST.
+fn method_override(method: &Method, t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    let is_override = match t.kind {
+        TargetKind::QueryValue | TargetKind::FormValue => t.name_is("_method"),
+        _ => {
+            t.name_is("x-http-method-override")
+                || t.name_is("x-http-method")
+                || t.name_is("x-method-override")
         }
-        let value = t.value.trim();
-        let method_like =
-            (3..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphabetic());
-        // Rails-style forms send `_method=post` on a POST; turning a GET into a POST is how a
-        // link forges a state-changing request.
-        let harmless = value.eq_ignore_ascii_case("post") && *request.method == Method::POST;
-        if method_like && !harmless {
-            out.push(anomaly(
-                "protocol.method_override",
-                Severity::Critical,
-                t.to_string(),
-                value.to_string(),
-            ));
-        }
+    };
+    if !is_override {
+        return;
+    }
+    let value = t.value.trim();
+    let method_like =
+        (3..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphabetic());
+    // Rails-style forms send `_method=post` on a POST; turning a GET into a POST is how a
+    // link forges a state-changing request.
+    let harmless = value.eq_ignore_ascii_case("post") && *method == Method::POST;
+    if method_like && !harmless {
+        out.push(anomaly(
+            "protocol.method_override",
+            Severity::Critical,
+            t.display(),
+            value.to_string(),
+        ));
     }
 }
 
@@ -997,15 +1117,16 @@ const SEC_FETCH_VALUES: &[(&str, &[&str])] = &[
 /// Headers with a fixed grammar: a value that does not fit is not something a client library
 /// or browser produces, so it was crafted (to reach a parser the gateway does not model, to
 /// poison a cache, or to make the response unreadable to response inspection).
-fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
-    let values = |name: &'static str| {
-        request
-            .headers
-            .get_all(name)
-            .iter()
+fn header_grammar(request: &RequestView<'_>, present: u32, out: &mut Vec<Anomaly>) {
+    // The values of a header the request has (`bit` of `present`), none otherwise.
+    let values = |name: &'static str, bit: u32| {
+        (present & bit != 0)
+            .then(|| request.headers.get_all(name).iter())
+            .into_iter()
+            .flatten()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
-    for value in values("cache-control") {
+    for value in values("cache-control", CACHE_CONTROL) {
         if let Some(why) = invalid_cache_control(&value) {
             out.push(anomaly(
                 "protocol.cache_control",
@@ -1015,7 +1136,7 @@ fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             ));
         }
     }
-    for value in values("accept-encoding") {
+    for value in values("accept-encoding", ACCEPT_ENCODING) {
         if let Some(why) = invalid_accept_encoding(&value) {
             out.push(anomaly(
                 "protocol.accept_encoding",
@@ -1025,8 +1146,8 @@ fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
             ));
         }
     }
-    for (name, allowed) in SEC_FETCH_VALUES {
-        for value in values(name) {
+    for (i, (name, allowed)) in SEC_FETCH_VALUES.iter().enumerate() {
+        for value in values(name, 1 << (SEC_FETCH + i as u32)) {
             let v = value.trim().to_ascii_lowercase();
             if !allowed.contains(&v.as_str()) {
                 out.push(anomaly(
@@ -1041,7 +1162,7 @@ fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
     // A charset parameter in Accept asks for the response in that charset: EBCDIC, UTF-16 or
     // UTF-7 responses slip past response inspection (and reflect payloads in a form filters
     // do not read).
-    for value in values("accept") {
+    for value in values("accept", ACCEPT) {
         let bad = value.split(',').any(|range| {
             range.split(';').skip(1).any(|param| {
                 param.split_once('=').is_some_and(|(k, v)| {
@@ -1066,7 +1187,7 @@ fn header_grammar(request: &RequestView<'_>, out: &mut Vec<Anomaly>) {
         .get(http::header::USER_AGENT)
         .is_some_and(|ua| ua.as_bytes().starts_with(b"UP"));
     if up_browser {
-        for value in values("x-up-devcap-post-charset") {
+        for value in values("x-up-devcap-post-charset", UP_DEVCAP_CHARSET) {
             if !allowed_charset(&value) {
                 out.push(anomaly(
                     "protocol.charset",
@@ -1234,38 +1355,41 @@ const PATH_NAME_WORDS: &[&str] = &[
 /// (`mosConfig_absolute_path`, `_CONF[path]`, `include_dir`) whose value is a remote URL to a
 /// directory (no path, or one ending in `/`). The application appends a file name and includes
 /// `http://attacker/` + `config.php`; a real path argument never holds a remote base URL.
-fn remote_include_base(collected: &Collected, out: &mut Vec<Anomaly>) {
-    for t in &collected.targets {
-        if !matches!(
-            t.kind,
-            TargetKind::QueryValue
-                | TargetKind::FormValue
-                | TargetKind::JsonValue
-                | TargetKind::MultipartValue
-                | TargetKind::Cookie
-        ) {
-            continue;
-        }
-        if !PATH_NAME_WORDS.contains(&last_name_word(&t.name).as_str()) {
-            continue;
-        }
-        let value = t.value.trim().to_ascii_lowercase();
-        let Some(rest) = ["http://", "https://", "ftp://", "ftps://"]
-            .iter()
-            .find_map(|s| value.strip_prefix(s))
-        else {
-            continue;
-        };
-        let path = rest.find('/').map_or("", |p| &rest[p..]);
-        if path.is_empty() || path.ends_with('/') {
-            out.push(Anomaly::new(
-                "rfi.remote_base_path",
-                "rfi",
-                Severity::Critical,
-                t.to_string(),
-                t.value.clone(),
-            ));
-        }
+fn remote_include_base(t: &TargetRef<'_>, out: &mut Vec<Anomaly>) {
+    // The value first: it is cheaper to look at than the name (a JSON path is written out).
+    // Most values are settled by their first byte (after ASCII whitespace; other whitespace
+    // is left to `trim`).
+    let first = t
+        .value
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'));
+    if !matches!(first, Some(b'h' | b'H' | b'f' | b'F' | 0x80..)) {
+        return;
+    }
+    let value = t.value.trim();
+    let Some(rest) = ["http://", "https://", "ftp://", "ftps://"]
+        .iter()
+        .find_map(|s| {
+            value
+                .get(..s.len())
+                .filter(|p| p.eq_ignore_ascii_case(s))
+                .map(|_| &value[s.len()..])
+        })
+    else {
+        return;
+    };
+    let path = rest.find('/').map_or("", |p| &rest[p..]);
+    if !(path.is_empty() || path.ends_with('/')) {
+        return;
+    }
+    if PATH_NAME_WORDS.contains(&last_name_word(&t.name()).as_str()) {
+        out.push(Anomaly::new(
+            "rfi.remote_base_path",
+            "rfi",
+            Severity::Critical,
+            t.display(),
+            t.value,
+        ));
     }
 }
 

@@ -114,9 +114,10 @@ const URL_SCHEMES: &[&str] = &["http", "https", "ftp", "ftps", "ws", "wss"];
 /// Finds an SSRF target in `input` (decoded).
 pub fn find_ssrf(input: &str) -> Option<Match> {
     // Ideographic and full-width full stops separate host labels too.
-    let lower = input
-        .to_ascii_lowercase()
-        .replace(['\u{3002}', '\u{ff0e}', '\u{ff61}'], ".");
+    let mut lower = input.to_ascii_lowercase();
+    if !lower.is_ascii() {
+        lower = lower.replace(['\u{3002}', '\u{ff0e}', '\u{ff61}'], ".");
+    }
     let mut search = 0;
     while let Some(pos) = lower[search..].find(':') {
         let colon = search + pos;
@@ -158,37 +159,42 @@ pub fn find_ssrf(input: &str) -> Option<Match> {
     }
     // A bare host the application may turn into a URL (`url=localhost/`, `host=169.254.169.254`).
     let trimmed = lower.trim();
-    let host_end = trimmed.find(['/', '?', '#']).unwrap_or(trimmed.len());
-    let candidate = &trimmed[..host_end];
-    if !candidate.is_empty()
-        && !candidate.contains(char::is_whitespace)
-        && authority_is_internal(candidate)
-        && !candidate.contains('@')
+    if let Some(host_end) = bare_host_end(trimmed)
+        && authority_is_internal(&trimmed[..host_end])
     {
-        // A bare dotted address must look like an address, not a version number or a price.
-        let looks_like_host = candidate.contains(|c: char| c.is_ascii_alphabetic())
-            || candidate.starts_with('[')
-            || candidate.split('.').count() >= 2 && host_end < trimmed.len();
-        if looks_like_host && (host_end < trimmed.len() || candidate.contains('.')) {
-            return Some(Match {
-                reason: "internal host",
-                start: 0,
-                end: host_end.min(input.len()),
-            });
-        }
+        return Some(Match {
+            reason: "internal host",
+            start: 0,
+            end: host_end.min(input.len()),
+        });
     }
     None
 }
 
-/// Whether `input` has the shape the bare-host branch of [`find_ssrf`] needs: one token
-/// (before any `/`, `?`, `#`) that is followed by a path or contains a dot.
-pub(crate) fn bare_host_shape(input: &str) -> bool {
-    let trimmed = input.trim();
+/// Where the host ends in `trimmed` (a trimmed value) when the value has the shape of a bare
+/// host: one token without `@` (before any `/`, `?`, `#`) that looks like a host rather than
+/// a version number or a price (a letter, a `[`, or dotted and followed by a path) and is
+/// followed by a path or contains a dot.
+fn bare_host_end(trimmed: &str) -> Option<usize> {
     let host_end = trimmed.find(['/', '?', '#']).unwrap_or(trimmed.len());
     let candidate = &trimmed[..host_end];
-    !candidate.is_empty()
+    let followed = host_end < trimmed.len();
+    let dotted = candidate.contains('.');
+    let looks_like_host = candidate.contains(|c: char| c.is_ascii_alphabetic())
+        || candidate.starts_with('[')
+        || dotted && followed;
+    (!candidate.is_empty()
         && !candidate.contains(char::is_whitespace)
-        && (host_end < trimmed.len() || candidate.contains('.'))
+        && !candidate.contains('@')
+        && looks_like_host
+        && (followed || dotted))
+        .then_some(host_end)
+}
+
+/// Whether `input` has the shape the bare-host branch of [`find_ssrf`] needs (see
+/// [`bare_host_end`]; ASCII case and the folding of full stops do not change it).
+pub(crate) fn bare_host_shape(input: &str) -> bool {
+    bare_host_end(input.trim()).is_some()
 }
 
 /// Whether any host named in an authority (`user:pass@host:port`, and the confusions a parser

@@ -32,26 +32,79 @@ pub fn decode_base64_text(candidate: &str) -> Option<String> {
     })
 }
 
+/// The bytes of a base64 run but `/` (see [`for_each_run`]).
+static BASE64_RUN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'_' | b'=');
+        b += 1;
+    }
+    table
+};
+
+/// Calls `each` with every run of base64 characters of `value` at least [`MIN_RUN`] long
+/// (runs are split on characters outside the alphabet, and also on `/` when `split_slash`),
+/// until it returns false.
+fn for_each_run(value: &str, split_slash: bool, mut each: impl FnMut(&str) -> bool) {
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for i in 0..=bytes.len() {
+        if let Some(&b) = bytes.get(i)
+            && (BASE64_RUN[usize::from(b)] || (b == b'/' && !split_slash))
+        {
+            continue;
+        }
+        // A run is ASCII and follows a whole character, so it is a slice of `value`.
+        if i - start >= MIN_RUN
+            && let Some(run) = value.get(start..i)
+            && !each(run)
+        {
+            return;
+        }
+        start = i + 1;
+    }
+}
+
+/// Whether a run may be base64 of text (see [`decode_base64_text`]): at least [`MIN_RUN`]
+/// characters before any trailing `=`, none inside, both letter cases.
+fn mixed_case_run(run: &str) -> bool {
+    let run = run.trim_end_matches('=').as_bytes();
+    run.len() >= MIN_RUN
+        && !run.contains(&b'=')
+        && run.iter().any(u8::is_ascii_uppercase)
+        && run.iter().any(u8::is_ascii_lowercase)
+}
+
+/// Whether [`decode_runs`] may decode anything in `value`: a run of at least 8 base64
+/// characters (before any trailing `=`) mixing both letter cases. Cheap, allocation-free.
+pub(crate) fn may_decode(value: &str, split_slash: bool) -> bool {
+    let mut found = false;
+    for_each_run(value, split_slash, |run| {
+        found = mixed_case_run(run);
+        !found
+    });
+    found
+}
+
 /// Decodes every base64 run of `value` that is text; runs are split on characters outside the
 /// alphabet, and also on `/` when `split_slash` (paths). `None` when nothing decoded.
 pub(crate) fn decode_runs(value: &str, split_slash: bool) -> Option<String> {
     let mut decoded = String::new();
-    let runs = value
-        .split(|c: char| {
-            !(c.is_ascii_alphanumeric()
-                || matches!(c, '+' | '-' | '_' | '=')
-                || (c == '/' && !split_slash))
-        })
-        .filter(|run| run.len() >= MIN_RUN)
-        .take(MAX_RUNS);
-    for run in runs {
-        if let Some(text) = decode_base64_text(run) {
+    let mut budget = MAX_RUNS;
+    for_each_run(value, split_slash, |run| {
+        if mixed_case_run(run)
+            && let Some(text) = decode_base64_text(run)
+        {
             if !decoded.is_empty() {
                 decoded.push('\n');
             }
             decoded.push_str(&text);
         }
-    }
+        budget -= 1;
+        budget > 0
+    });
     (!decoded.is_empty()).then_some(decoded)
 }
 
@@ -178,6 +231,30 @@ mod tests {
             decode_runs("/KHNlbGVjdCgwKQ", true).as_deref(),
             Some("(select(0)")
         );
+    }
+
+    #[test]
+    fn may_decode_is_necessary_for_decoding() {
+        for value in [
+            "/KHNlbGVjdCgwKQ",
+            "Jy1hbGVydCgxKS8v",
+            "x=GZvcmNsb3N1cmU==",
+            "Blue cotton shirt",
+            "Springfield",
+            "a Wireless mouse",
+            "4f9a8b7c6d5e4f3a2b1c",
+            "ab=cdEFGHIJ",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0",
+        ] {
+            for split_slash in [false, true] {
+                if decode_runs(value, split_slash).is_some() {
+                    assert!(may_decode(value, split_slash), "{value}");
+                }
+            }
+        }
+        assert!(!may_decode("Blue cotton shirt", false));
+        assert!(!may_decode("4f9a8b7c6d5e4f3a2b1c", false));
+        assert!(may_decode("Jy1hbGVydCgxKS8v", false));
     }
 
     #[test]

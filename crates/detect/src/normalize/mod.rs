@@ -81,7 +81,7 @@ impl Transform {
 
     /// Whether non-ASCII input may make this transform change more than ASCII case (see
     /// `gate::Features::transparent`).
-    pub(crate) fn non_ascii_sensitive(self) -> bool {
+    pub(crate) const fn non_ascii_sensitive(self) -> bool {
         matches!(
             self,
             Transform::Decode

@@ -12,10 +12,13 @@
 //! therefore produces every finding. The engine's tests check on the whole dev corpus that it
 //! never skips a value on which a rule fires.
 
+use crate::collect::LiteralHit;
+use crate::detectors::Boundary;
 use crate::detectors::Detector;
-use crate::gate::{Bits, Features};
+use crate::gate::{Bits, Features, TRIGGERS, exact_mask};
 use crate::normalize::Transform;
-use crate::rules::{ChainGroup, Gate, Rule, RuleSet};
+use crate::rules::{ChainGroup, Gate, LiteralGroups, Rule, RuleSet};
+use crate::target::LiteralMask;
 
 /// Number of target groups (see [`crate::target::TargetGroup`]).
 pub(crate) const GROUP_COUNT: usize = 12;
@@ -32,7 +35,25 @@ const IDENTITY_WHEN_TRANSPARENT: u16 = tbit(Transform::Lowercase)
     | tbit(Transform::Unicode);
 
 /// The ASCII upper-case letters, as a byte mask.
-const UPPER: [u64; 2] = [0, 0x07ff_fffe];
+pub(crate) const UPPER: [u64; 2] = [0, 0x07ff_fffe];
+/// The ASCII whitespace `remove_whitespace` drops, as a byte mask.
+const WHITESPACE: [u64; 2] = [
+    1 << b' ' | 1 << b'\t' | 1 << b'\n' | 1 << 0x0b | 1 << 0x0c | 1 << b'\r',
+    0,
+];
+/// The ASCII lower-case letters, as a byte mask.
+pub(crate) const LOWER: [u64; 2] = [0, 0x07ff_fffe << 32];
+
+/// What the fast path concluded about a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Silence {
+    /// No rule can fire, seen from the value's bytes and literals alone.
+    Plain,
+    /// No rule can fire, after running some of them: worth remembering for the request.
+    Worked,
+    /// Left to the full path.
+    Unknown,
+}
 
 const fn tbit(t: Transform) -> u16 {
     1 << (t as u16)
@@ -52,6 +73,22 @@ pub(crate) struct FastPlan {
     pub members: Bits,
     /// Whether one of them has a rule without a prefilter.
     pub always: bool,
+    /// The members of those groups whose chains remove whitespace, the union of those
+    /// chains' other transforms, and whether none of those groups has a detector (see
+    /// `RuleSet::stripped_silent`).
+    pub rw_members: Bits,
+    pub rw_rest: u16,
+    pub rw_plain: bool,
+    /// Bytes without which a value (ASCII, without literals) is settled at once: the
+    /// canonical decoding's escapes, every chain's transforms' trigger bytes, the rules' own
+    /// bytes, the detectors' byte conditions and `=` (embedded arguments).
+    pub quick: [u64; 2],
+    /// Those of them that arm something by their mere presence: the escapes, the rules' own
+    /// bytes and `=`. The others (a space, `-`, `.`, `/`, ...) matter only in some
+    /// arrangements, which the quick check looks at.
+    pub hard: [u64; 2],
+    /// The detectors' trigger bytes (see [`Detector::trigger_bytes`]).
+    pub detector_bytes: [u64; 2],
 }
 
 /// How the fast path runs one rule: its group and operator.
@@ -84,8 +121,9 @@ pub(crate) struct FastScratch {
     memo_len: usize,
 }
 
-/// Slots of the memo (a power of two); at most half are filled.
-const MEMO_SLOTS: usize = 256;
+/// Slots of the memo at first and at most (powers of two); at most half are filled.
+const MEMO_FIRST_SLOTS: usize = 32;
+const MEMO_SLOTS: usize = 512;
 /// Longest value remembered.
 const MEMO_MAX_LEN: usize = 256;
 
@@ -110,7 +148,8 @@ impl FastScratch {
             return false;
         }
         let h = memo_hash(bit, text);
-        let mut slot = h as usize & (MEMO_SLOTS - 1);
+        let mask = self.memo.len() - 1;
+        let mut slot = h as usize & mask;
         loop {
             let (key, start, len) = self.memo[slot];
             if key == 0 {
@@ -119,27 +158,39 @@ impl FastScratch {
             if key == h && self.memo_text[start as usize..(start + len) as usize] == *text {
                 return true;
             }
-            slot = (slot + 1) & (MEMO_SLOTS - 1);
+            slot = (slot + 1) & mask;
         }
     }
 
     /// Remembers that `text` is silent for target group `bit`.
     pub(crate) fn remember(&mut self, bit: u16, text: &str) {
-        if text.len() > MEMO_MAX_LEN || self.memo_len >= MEMO_SLOTS / 2 {
+        if text.len() > MEMO_MAX_LEN {
             return;
         }
-        if self.memo.is_empty() {
-            self.memo = vec![(0, 0, 0); MEMO_SLOTS];
-        }
-        let h = memo_hash(bit, text);
-        let mut slot = h as usize & (MEMO_SLOTS - 1);
-        while self.memo[slot].0 != 0 {
-            slot = (slot + 1) & (MEMO_SLOTS - 1);
+        if self.memo_len >= self.memo.len() / 2 {
+            // Start small (most requests remember a few values) and grow up to the bound.
+            let slots = (self.memo.len() * 2).max(MEMO_FIRST_SLOTS);
+            if slots > MEMO_SLOTS {
+                return;
+            }
+            let old = std::mem::replace(&mut self.memo, vec![(0, 0, 0); slots]);
+            for entry in old.into_iter().filter(|e| e.0 != 0) {
+                self.insert(entry);
+            }
         }
         let start = self.memo_text.len() as u32;
         self.memo_text.push_str(text);
-        self.memo[slot] = (h, start, text.len() as u32);
+        self.insert((memo_hash(bit, text), start, text.len() as u32));
         self.memo_len += 1;
+    }
+
+    fn insert(&mut self, entry: (u64, u32, u32)) {
+        let mask = self.memo.len() - 1;
+        let mut slot = entry.0 as usize & mask;
+        while self.memo[slot].0 != 0 {
+            slot = (slot + 1) & mask;
+        }
+        self.memo[slot] = entry;
     }
 }
 
@@ -169,10 +220,13 @@ impl FastPlan {
                 let bit = 1u16 << i;
                 let mut plan = FastPlan {
                     members: Bits::with_len(rules.len()),
+                    rw_members: Bits::with_len(rules.len()),
+                    rw_plain: true,
                     ..FastPlan::default()
                 };
                 for (index, g) in groups.iter().enumerate() {
                     let mut applicable = false;
+                    let removes_whitespace = g.rest_mask & tbit(Transform::RemoveWhitespace) != 0;
                     for rule in g.member_rules() {
                         let r = &rules[rule];
                         let included = r
@@ -184,6 +238,9 @@ impl FastPlan {
                         }
                         applicable = true;
                         plan.members.set(rule);
+                        if removes_whitespace {
+                            plan.rw_members.set(rule);
+                        }
                         plan.always |= gate.always[rule];
                         plan.bytes[0] |= gate.bytes[rule][0];
                         plan.bytes[1] |= gate.bytes[rule][1];
@@ -196,8 +253,29 @@ impl FastPlan {
                     if applicable {
                         plan.groups.push(index);
                         plan.rest_mask |= g.rest_mask;
+                        if removes_whitespace {
+                            plan.rw_rest |= g.rest_mask & !tbit(Transform::RemoveWhitespace);
+                            plan.rw_plain &= g.detectors.is_empty();
+                        }
                     }
                 }
+                let add = |a: [u64; 2], b: [u64; 2]| [a[0] | b[0], a[1] | b[1]];
+                let hard = add(
+                    add(plan.bytes, TRIGGERS[Transform::Decode as usize]),
+                    exact_mask(b"="),
+                );
+                let mut quick = hard;
+                for t in Transform::ALL {
+                    if plan.rest_mask & t.bit() != 0 {
+                        quick = add(quick, TRIGGERS[t as usize]);
+                    }
+                }
+                for d in &plan.detectors {
+                    plan.detector_bytes = add(plan.detector_bytes, d.trigger_bytes());
+                }
+                quick = add(quick, plan.detector_bytes);
+                plan.hard = hard;
+                plan.quick = quick;
                 plan
             })
             .collect()
@@ -231,41 +309,103 @@ struct View<'a> {
 }
 
 impl RuleSet {
-    /// Whether no rule of any group that may apply to a target of group `bit` can fire on
-    /// `text` (whose features are `f`), a value that the canonical decoding leaves unchanged.
-    /// On return `scratch.armed` holds the literal scan of `text` when `scanned` is set.
-    pub(crate) fn fast_silent(
+    /// The quickest settlement: whether `text` (whose features are `f`), a value of target
+    /// group `bit`, is ASCII, has none of the plan's `hard` bytes and arms none of its rules
+    /// (`literals` from the search of a whole document, or a search of `text`). Without any
+    /// `quick` byte that is enough: every chain is transparent on it and no rule, detector or
+    /// embedded argument can fire. Otherwise the chains' transparency and the detectors' byte
+    /// conditions decide, as in [`RuleSet::fast_silent`], which would say
+    /// [`Silence::Plain`] whenever this says true. Base64 is the caller's.
+    pub(crate) fn quick_silent(
         &self,
         bit: u16,
         text: &str,
         f: &Features,
+        literals: Option<LiteralMask>,
         scratch: &mut FastScratch,
-        scanned: &mut bool,
     ) -> bool {
         if f.non_ascii {
             return false;
         }
         let plan = &self.plans[bit.trailing_zeros() as usize];
+        if plan.always || f.intersects(&plan.hard) {
+            return false;
+        }
+        let armed = match literals {
+            Some(mask) => mask.arms(bit, f),
+            None => {
+                scan_if_any(&self.gate, text, f, &mut scratch.armed)
+                    && scratch.armed.intersects(&plan.members)
+            }
+        };
+        if armed {
+            return false;
+        }
+        if !f.intersects(&plan.quick) {
+            return true;
+        }
+        let opaque = plan.rest_mask & !f.transparent_mask(text, plan.rest_mask);
+        (opaque == 0 || opaque == tbit(Transform::RemoveWhitespace))
+            && (!f.intersects(&plan.detector_bytes)
+                || !plan
+                    .detectors
+                    .iter()
+                    .any(|d| f.intersects(&d.trigger_bytes()) && d.may_match(text, f)))
+            && (opaque == 0 || self.stripped_silent(plan, text, f, scratch))
+    }
+
+    /// Whether no rule of any group that may apply to a target of group `bit` can fire on
+    /// `text` (whose features are `f`), a value that the canonical decoding leaves unchanged.
+    /// `literals`, when known, says which prefilter literals occur in `text` (a search over
+    /// the whole document found them); otherwise `text` is searched, and on return
+    /// `scratch.armed` holds that search when `scanned` is set.
+    pub(crate) fn fast_silent(
+        &self,
+        bit: u16,
+        text: &str,
+        f: &Features,
+        literals: Option<LiteralMask>,
+        scratch: &mut FastScratch,
+        scanned: &mut bool,
+    ) -> Silence {
+        if f.non_ascii {
+            return Silence::Unknown;
+        }
+        let plan = &self.plans[bit.trailing_zeros() as usize];
+        if plan.always {
+            return Silence::Unknown;
+        }
         let value = View {
             text,
             features: *f,
             transparent: f.transparent_mask(text, plan.rest_mask),
             upper: f.intersects(&UPPER),
         };
+        // Literals: from the search of the whole document when it found none of this plan's
+        // (which rules a literal arms is not kept, so a value with some is searched again).
+        let doc_silent = literals.is_some_and(|mask| !mask.arms(bit, f));
+        let (any_literal, armed_any) = if doc_silent {
+            scratch.armed.clear();
+            (false, false)
+        } else {
+            let any = scan_if_any(&self.gate, text, f, &mut scratch.armed);
+            *scanned = true;
+            (any, any && scratch.armed.intersects(&plan.members))
+        };
         // The common case, decided on the unions over all those groups: every chain
-        // transparent, no trigger byte, no detector condition, no armed rule.
-        let any_literal = scan_if_any(&self.gate, text, f, &mut scratch.armed);
-        *scanned = true;
-        if plan.always {
-            return false;
-        }
-        let armed_any = any_literal && scratch.armed.intersects(&plan.members);
-        if value.transparent & plan.rest_mask == plan.rest_mask
+        // transparent (or only whitespace removal opaque, and nothing armed on the value
+        // without whitespace), no trigger byte, no detector condition, no armed rule.
+        let opaque = plan.rest_mask & !value.transparent;
+        if (opaque == 0 || opaque == tbit(Transform::RemoveWhitespace))
             && !f.intersects(&plan.bytes)
             && !armed_any
             && !plan.detectors.iter().any(|d| d.may_match(text, f))
+            && (opaque == 0 || self.stripped_silent(plan, text, f, scratch))
         {
-            return true;
+            return Silence::Plain;
+        }
+        if scratch.remembered(bit, text) {
+            return Silence::Plain;
         }
         let FastScratch {
             armed,
@@ -308,7 +448,7 @@ impl RuleSet {
                     )
                 });
                 if group.rest_mask & !rw & !transparent != 0 {
-                    return false;
+                    return Silence::Unknown;
                 }
                 stripped_view = View {
                     text: stripped.as_str(),
@@ -323,7 +463,7 @@ impl RuleSet {
                     &mut *checked_stripped,
                 )
             } else {
-                return false;
+                return Silence::Unknown;
             };
             // The group's text is `view.text` up to ASCII case. Collect the rules the prefilter
             // arms on it (each once per text).
@@ -359,7 +499,7 @@ impl RuleSet {
             // They run here, on the group's exact text, when the chain leaves the view
             // unchanged but for `lowercase`.
             if group.rest_mask & !(IDENTITY_WHEN_TRANSPARENT | rw) != 0 {
-                return false;
+                return Silence::Unknown;
             }
             let exact = if view.upper && group.rest_mask & tbit(Transform::Lowercase) != 0 {
                 lower.clear();
@@ -370,10 +510,42 @@ impl RuleSet {
                 view.text
             };
             if !todo.iter().all(|&rule| self.fast_run(rule, exact)) {
-                return false;
+                return Silence::Unknown;
             }
         }
-        true
+        Silence::Worked
+    }
+
+    /// For a value on which every chain of `plan` is transparent but whitespace removal, and
+    /// which arms none of its rules: whether the groups that remove whitespace see nothing
+    /// either, in the value without whitespace (the literals of `ja va`, `ev al(` appear
+    /// only there). Those groups have no detector, their other transforms are transparent on
+    /// that text, and it has no byte the value lacks.
+    fn stripped_silent(
+        &self,
+        plan: &FastPlan,
+        text: &str,
+        f: &Features,
+        scratch: &mut FastScratch,
+    ) -> bool {
+        if !plan.rw_plain {
+            return false;
+        }
+        let stripped = &mut scratch.stripped;
+        stripped.clear();
+        for part in text.split([' ', '\t', '\n', '\u{b}', '\u{c}', '\r']) {
+            stripped.push_str(part);
+        }
+        let features = f.without(&WHITESPACE);
+        if features.transparent_mask(stripped, plan.rw_rest) != plan.rw_rest {
+            return false;
+        }
+        !(scan_if_any(
+            &self.whitespace_gate,
+            stripped,
+            &features,
+            &mut scratch.armed_stripped,
+        ) && scratch.armed_stripped.intersects(&plan.rw_members))
     }
 
     /// Whether `rule` finds nothing in `text` (its group's exact text).
@@ -390,16 +562,90 @@ impl RuleSet {
     }
 }
 
-/// Arms (in `armed`, cleared first) the rules whose required literals occur in `text`, after a
-/// cheaper search for any literal at all; false when there is none.
+/// Arms (in `armed`, cleared first) the rules whose required literals occur in `text`; false
+/// when no literal occurs at all.
 pub(crate) fn scan_if_any(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) -> bool {
     armed.clear();
-    let Some(ac) = &gate.literals else {
-        return false;
-    };
-    if ac.find(text).is_none() {
-        return false;
+    crate::engine::scan(gate, text, f, armed)
+}
+
+impl RuleSet {
+    /// Appends to `hits` every prefilter literal in `text` (a whole JSON document) whose
+    /// boundary holds there, with the target groups whose rules it arms. The keys and values of
+    /// the document are pieces of `text` delimited by quotes or JSON punctuation, so a literal
+    /// inside one of them has the same neighbours in the piece as in `text`, up to a
+    /// non-word character at its edges, which no boundary tells from the start or end of a
+    /// value.
+    pub(crate) fn literal_hits(&self, text: &str, hits: &mut Vec<LiteralHit>) {
+        let Some(literals) = &self.gate.literals else {
+            return;
+        };
+        let bytes = text.as_bytes();
+        literals.each(bytes, |literal, start, end| {
+            let groups = self.literal_groups[literal];
+            let mut hit = LiteralHit {
+                start,
+                end,
+                mask: LiteralMask {
+                    groups: groups.any,
+                    call_groups: groups.paren,
+                    ..LiteralMask::default()
+                },
+                first_word: 0,
+                first_of_words: 0,
+            };
+            let edges = |boundary| crate::engine::edges_hold(boundary, bytes, start, end);
+            if groups.sql != 0 && edges(Boundary::Sql) {
+                hit.mask.groups |= groups.sql;
+                hit.mask.call_groups |= groups.sql_call;
+            }
+            let commands = groups.command | groups.command_word | groups.shell_syntax;
+            if commands != 0 && edges(Boundary::Command) {
+                hit.mask.shell_groups |= commands;
+                hit.first_word = groups.command;
+                hit.first_of_words = groups.command_word;
+            }
+            if hit.mask != LiteralMask::default() || hit.first_word | hit.first_of_words != 0 {
+                hits.push(hit);
+            }
+            true
+        });
     }
-    crate::engine::scan(gate, text, f, armed);
-    true
+}
+
+/// Per literal of `gate`: the target groups (bits) whose plans have a rule it arms, per
+/// boundary.
+pub(crate) fn literal_groups(
+    plans: &[FastPlan],
+    gate: &Gate,
+    rule_count: usize,
+) -> Vec<LiteralGroups> {
+    let rule_groups: Vec<u16> = (0..rule_count)
+        .map(|rule| {
+            plans
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.members.get(rule))
+                .fold(0u16, |m, (i, _)| m | 1 << i)
+        })
+        .collect();
+    gate.literal_rules
+        .iter()
+        .map(|rules| {
+            let mut groups = LiteralGroups::default();
+            for &(rule, boundary) in rules {
+                let slot = match boundary {
+                    Boundary::None => &mut groups.any,
+                    Boundary::Sql => &mut groups.sql,
+                    Boundary::SqlCall => &mut groups.sql_call,
+                    Boundary::Command => &mut groups.command,
+                    Boundary::CommandWord => &mut groups.command_word,
+                    Boundary::ShellSyntax => &mut groups.shell_syntax,
+                    Boundary::Paren => &mut groups.paren,
+                };
+                *slot |= rule_groups[rule];
+            }
+            groups
+        })
+        .collect()
 }

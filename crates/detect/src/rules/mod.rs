@@ -9,7 +9,8 @@ pub(crate) mod prefilter;
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, MatchKind};
 use apiguard_model::Severity;
 use regex::Regex;
 
@@ -132,11 +133,94 @@ pub(crate) struct ChainGroup {
     pub rest_mask: u16,
 }
 
+/// The prefilter's literals (ASCII case-insensitive) in an Aho-Corasick DFA that is walked
+/// here directly: one table lookup per byte, every occurrence reported (overlapping) where it
+/// ends.
+#[derive(Debug)]
+pub(crate) struct LiteralDfa(aho_corasick::dfa::DFA);
+
+impl LiteralDfa {
+    fn build(literals: &[Vec<u8>]) -> Result<LiteralDfa, aho_corasick::BuildError> {
+        aho_corasick::dfa::Builder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(literals)
+            .map(LiteralDfa)
+    }
+
+    /// Calls `each(literal, start, end)` for every occurrence of a literal in `text`, in order
+    /// of `end`; stops early when `each` returns false.
+    #[inline]
+    pub(crate) fn each(&self, text: &[u8], mut each: impl FnMut(usize, usize, usize) -> bool) {
+        let dfa = &self.0;
+        let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+            return;
+        };
+        for (i, &b) in text.iter().enumerate() {
+            sid = dfa.next_state(Anchored::No, sid, b);
+            if dfa.is_special(sid) {
+                if dfa.is_dead(sid) {
+                    return;
+                }
+                if dfa.is_match(sid) {
+                    for k in 0..dfa.match_len(sid) {
+                        let literal = dfa.match_pattern(sid, k);
+                        let len = dfa.pattern_len(literal);
+                        if !each(literal.as_usize(), i + 1 - len, i + 1) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// The same prefilter for the rules `keep` selects only (their literals, in a smaller
+    /// automaton).
+    fn restricted(&self, keep: impl Fn(usize) -> bool) -> Result<Gate, RuleError> {
+        let mut patterns = Vec::new();
+        let mut literal_rules = Vec::new();
+        for (pattern, rules) in self.patterns.iter().zip(&self.literal_rules) {
+            let kept: Vec<(usize, Boundary)> = rules
+                .iter()
+                .copied()
+                .filter(|(rule, _)| keep(*rule))
+                .collect();
+            if !kept.is_empty() {
+                patterns.push(pattern.clone());
+                literal_rules.push(kept);
+            }
+        }
+        let literals = if patterns.is_empty() {
+            None
+        } else {
+            Some(LiteralDfa::build(&patterns).map_err(|e| RuleError::Rule {
+                file: "(compiled)".into(),
+                rule: "(prefilter)".into(),
+                message: e.to_string(),
+            })?)
+        };
+        Ok(Gate {
+            literals,
+            patterns,
+            literal_rules,
+            bytes: self.bytes.clone(),
+            always: self.always.clone(),
+        })
+    }
+}
+
 /// The prefilter of a rule set: one Aho-Corasick automaton over every rule's required
 /// literals (see [`prefilter`]), plus single bytes per rule.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    pub literals: Option<AhoCorasick>,
+    pub literals: Option<LiteralDfa>,
+    /// The literals (lowercase), by index.
+    pub patterns: Vec<Vec<u8>>,
     /// Per literal: the rules it arms and the boundary it needs.
     pub literal_rules: Vec<Vec<(usize, Boundary)>>,
     /// Per rule: bytes whose presence arms it.
@@ -157,6 +241,24 @@ pub(crate) struct RuleSet {
     pub plans: Vec<fast::FastPlan>,
     /// Per rule: how the fast path runs it.
     pub fast_ops: Vec<Option<fast::FastOp>>,
+    /// Per literal of the prefilter: the target groups (bits) whose plans have a rule it
+    /// arms, per boundary the literal needs there.
+    pub literal_groups: Vec<LiteralGroups>,
+    /// The prefilter restricted to the rules whose chains remove whitespace.
+    pub whitespace_gate: Gate,
+}
+
+/// The target groups for which one prefilter literal arms a rule, per boundary (see
+/// [`Boundary`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LiteralGroups {
+    pub any: u16,
+    pub sql: u16,
+    pub sql_call: u16,
+    pub command: u16,
+    pub command_word: u16,
+    pub shell_syntax: u16,
+    pub paren: u16,
 }
 
 struct Pending {
@@ -233,7 +335,22 @@ impl RuleSet {
         let transform_mask = groups.iter().fold(0, |m, g| m | g.rest_mask);
         let plans = fast::FastPlan::build(&groups, &rules, &gate);
         let fast_ops = fast::fast_ops(&groups, rules.len());
+        let literal_groups = fast::literal_groups(&plans, &gate, rules.len());
+        // The literals of the rules whose chains remove whitespace, for the quick check of
+        // values with spaces (see `fast::RuleSet::stripped_silent`).
+        let mut removes_whitespace = Bits::with_len(rules.len());
+        for g in groups
+            .iter()
+            .filter(|g| g.rest_mask & Transform::RemoveWhitespace.bit() != 0)
+        {
+            for rule in g.member_rules() {
+                removes_whitespace.set(rule);
+            }
+        }
+        let whitespace_gate = gate.restricted(|rule| removes_whitespace.get(rule))?;
         Ok(RuleSet {
+            literal_groups,
+            whitespace_gate,
             rules,
             groups,
             gate,
@@ -407,7 +524,7 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
     let mut bytes = vec![[0u64; 2]; rule_count];
     let mut always = vec![false; rule_count];
     let mut add = |rule: usize, lit: &[u8], word: Boundary, bytes: &mut Vec<[u64; 2]>| {
-        if lit.len() == 1 && lit[0] < 0x80 && word == Boundary::None {
+        if lit.len() == 1 && lit[0] < 0x80 && matches!(word, Boundary::None | Boundary::Paren) {
             let m = crate::gate::mask(lit);
             bytes[rule][0] |= m[0];
             bytes[rule][1] |= m[1];
@@ -427,8 +544,14 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
         for (rule, pattern) in &p.regexes {
             match prefilter::required_literals(pattern) {
                 Some(set) => {
+                    // A function-call shape (every match has a `(`) needs one in the value.
+                    let boundary = if prefilter::requires_byte(pattern, b'(') {
+                        Boundary::Paren
+                    } else {
+                        Boundary::None
+                    };
                     for lit in set {
-                        add(*rule, &lit, Boundary::None, &mut bytes);
+                        add(*rule, &lit, boundary, &mut bytes);
                     }
                 }
                 None => always[*rule] = true,
@@ -445,24 +568,18 @@ fn build_gate(pending: &[Pending], rule_count: usize) -> Result<Gate, RuleError>
             }
         }
     }
-    let literals = if literals.is_empty() {
+    let automaton = if literals.is_empty() {
         None
     } else {
-        Some(
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&literals)
-                .map_err(|e| RuleError::Rule {
-                    file: "(compiled)".into(),
-                    rule: "(prefilter)".into(),
-                    message: e.to_string(),
-                })?,
-        )
+        Some(LiteralDfa::build(&literals).map_err(|e| RuleError::Rule {
+            file: "(compiled)".into(),
+            rule: "(prefilter)".into(),
+            message: e.to_string(),
+        })?)
     };
     Ok(Gate {
-        literals,
+        literals: automaton,
+        patterns: literals,
         literal_rules,
         bytes,
         always,

@@ -48,6 +48,34 @@ pub(crate) fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     (!set.is_empty() && set.iter().all(|l| !l.is_empty())).then_some(set)
 }
 
+/// Whether every match of `pattern` contains the ASCII punctuation `byte` (a literal `\(`,
+/// say): the rule cannot match a value without it, whatever literal armed it.
+pub(crate) fn requires_byte(pattern: &str, byte: u8) -> bool {
+    fn walk(hir: &Hir, byte: u8) -> bool {
+        match hir.kind() {
+            HirKind::Empty | HirKind::Look(_) => false,
+            HirKind::Literal(lit) => lit.0.contains(&byte),
+            HirKind::Class(Class::Unicode(c)) => c
+                .ranges()
+                .iter()
+                .all(|r| r.start() == char::from(byte) && r.end() == char::from(byte)),
+            HirKind::Class(Class::Bytes(c)) => c
+                .ranges()
+                .iter()
+                .all(|r| r.start() == byte && r.end() == byte),
+            HirKind::Repetition(rep) => rep.min > 0 && walk(&rep.sub, byte),
+            HirKind::Capture(cap) => walk(&cap.sub, byte),
+            HirKind::Concat(subs) => subs.iter().any(|s| walk(s, byte)),
+            HirKind::Alternation(subs) => subs.iter().all(|s| walk(s, byte)),
+        }
+    }
+    !byte.is_ascii_alphanumeric()
+        && regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(pattern)
+            .is_ok_and(|hir| walk(&hir, byte))
+}
+
 fn normalize(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = set
         .into_iter()
@@ -273,5 +301,16 @@ mod tests {
         // Repetitions of one string require that many copies; common punctuation loses.
         assert_eq!(lits(r"\.{2,}/"), Some(vec!["..".into()]));
         assert_eq!(lits(r"/(?:ab|[^/]+~)"), Some(vec!["ab".into(), "~".into()]));
+    }
+
+    #[test]
+    fn finds_required_punctuation() {
+        assert!(requires_byte(r"(?i)\b(?:ascii|ord|hex)\s*\(", b'('));
+        assert!(requires_byte(r"(?:eval|exec)\(|system[(]", b'('));
+        assert!(!requires_byte(r"(?:eval|exec)\(|return true", b'('));
+        assert!(!requires_byte(r"(?:\()?x", b'('));
+        assert!(requires_byte(r"(?:a\(){2,}", b'('));
+        assert!(!requires_byte(r"[()]x", b'('));
+        assert!(!requires_byte(r"x", b'x'));
     }
 }
