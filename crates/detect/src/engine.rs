@@ -16,7 +16,7 @@ use crate::gate::{Bits, Features};
 use crate::normalize::{self, Transform, apply_chain, base64};
 use crate::rules::fast::{FastScratch, LOWER, Silence, UPPER};
 use crate::rules::{Gate, Rule, RuleSet};
-use crate::target::{LiteralMask, TargetKind, TargetRef};
+use crate::target::{LiteralMask, Target, TargetKind, TargetRef};
 
 /// The engine's answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,6 +108,61 @@ impl Engine {
             sink.anomaly(anomaly);
         }
         sink.findings.extend(rule_sink.findings);
+        let findings = sink.findings;
+        let score = findings.iter().fold(0u32, |s, f| s.saturating_add(f.score));
+        Verdict {
+            score,
+            blocked: self.config.mode == Mode::Block && score >= self.config.threshold,
+            findings,
+        }
+    }
+
+    /// Inspects values that the request view does not show, such as the string fields of a
+    /// decoded gRPC message: the rules run over each target as over a request's arguments
+    /// (decoding, base64, embedded query strings), with exclusions and paranoia applied. No
+    /// protocol checks run (the request's head was inspected by [`Engine::inspect`]).
+    pub fn inspect_targets(&self, targets: &[Target]) -> Verdict {
+        if self.config.mode == Mode::Off {
+            return Verdict::default();
+        }
+        let mut sink = Sink::new(self);
+        let mut scratch = Scratch::new(self.rules.rules.len());
+        let max_len = self.config.limits.max_value_len;
+        for (index, target) in targets
+            .iter()
+            .take(self.config.limits.max_targets)
+            .enumerate()
+        {
+            let mut value = target.value.as_str();
+            if value.len() > max_len {
+                // The same bound as a request's values: inspect the start, say so.
+                value = &value[..crate::evidence::floor_char_boundary(value, max_len)];
+                sink.anomaly(Anomaly::new(
+                    "limits.value_length",
+                    "limits",
+                    apiguard_model::Severity::Notice,
+                    TargetRef::new(target.kind, &target.name, value).to_string(),
+                    format!(
+                        "value of {} bytes; inspected up to {max_len}",
+                        target.value.len()
+                    ),
+                ));
+            }
+            let target = TargetRef::new(target.kind, &target.name, value);
+            self.inspect_target(index, &target, &mut sink, &mut scratch);
+        }
+        if targets.len() > self.config.limits.max_targets {
+            sink.anomaly(Anomaly::new(
+                "limits.targets",
+                "limits",
+                apiguard_model::Severity::Error,
+                "request",
+                format!(
+                    "more than {} values; the rest was not inspected",
+                    self.config.limits.max_targets
+                ),
+            ));
+        }
         let findings = sink.findings;
         let score = findings.iter().fold(0u32, |s, f| s.saturating_add(f.score));
         Verdict {
@@ -745,6 +800,31 @@ mod tests {
     use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
     use super::*;
+
+    /// Values from outside the request view (decoded protobuf fields) get the same rules:
+    /// an injection is found and named by its field path; a clean value finds nothing; an
+    /// exclusion on the target silences it.
+    #[test]
+    fn inspect_targets_runs_the_rules_over_given_values() {
+        let engine = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        let targets = [
+            Target::new(TargetKind::GrpcField, "item", "1' or '1'='1"),
+            Target::new(TargetKind::GrpcField, "note", "two blue widgets"),
+        ];
+        let verdict = engine.inspect_targets(&targets);
+        assert!(verdict.blocked, "{verdict:?}");
+        assert!(verdict.findings.iter().all(|f| f.target == "grpc:item"));
+        let clean = engine.inspect_targets(&targets[1..]);
+        assert_eq!(clean, Verdict::default());
+        let mut config = EngineConfig::default();
+        config.exclusions.push(crate::Exclusion {
+            rule: None,
+            class: Some("sqli".into()),
+            target: Some("grpc:item".into()),
+        });
+        let excluded = Engine::new(config, &[]).expect("engine");
+        assert!(!excluded.inspect_targets(&targets).blocked);
+    }
 
     const PAYLOADS: &[&str] = &[
         "1' or '1'='1",

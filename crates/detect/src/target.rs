@@ -31,6 +31,8 @@ pub enum TargetKind {
     GraphqlQuery,
     /// A literal argument inside a GraphQL document.
     GraphqlArgument,
+    /// A string field of a decoded gRPC (protobuf) request message, named by its field path.
+    GrpcField,
     Header,
     CookieName,
     Cookie,
@@ -58,6 +60,7 @@ impl TargetKind {
             TargetKind::XmlDeclaration => "xml_dtd",
             TargetKind::GraphqlQuery => "graphql",
             TargetKind::GraphqlArgument => "graphql_arg",
+            TargetKind::GrpcField => "grpc",
             TargetKind::Header => "header",
             TargetKind::CookieName => "cookie_name",
             TargetKind::Cookie => "cookie",
@@ -80,6 +83,7 @@ impl TargetKind {
             | TargetKind::MultipartValue
             | TargetKind::XmlValue
             | TargetKind::GraphqlArgument
+            | TargetKind::GrpcField
             | TargetKind::Body => TargetGroup::Args,
             TargetKind::MultipartFilename => TargetGroup::Files,
             TargetKind::PartHeader => TargetGroup::PartHeaders,
@@ -146,7 +150,7 @@ const STRUCTURED_HEADERS: &[&str] = &[
 ];
 
 /// Every target kind.
-pub(crate) const ALL_KINDS: [TargetKind; 20] = [
+pub(crate) const ALL_KINDS: [TargetKind; 21] = [
     TargetKind::Method,
     TargetKind::Path,
     TargetKind::QueryName,
@@ -163,6 +167,7 @@ pub(crate) const ALL_KINDS: [TargetKind; 20] = [
     TargetKind::XmlDeclaration,
     TargetKind::GraphqlQuery,
     TargetKind::GraphqlArgument,
+    TargetKind::GrpcField,
     TargetKind::Header,
     TargetKind::CookieName,
     TargetKind::Cookie,

@@ -20,6 +20,19 @@ pub struct BodyTooLarge {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Judges a streamed request body chunk by chunk before each chunk goes upstream (gRPC
+/// message inspection, see protocols.rs). An error stops the body: the chunk that caused it
+/// is not sent.
+pub trait BodyGuard: Send {
+    fn check(&mut self, chunk: &Bytes) -> Result<(), BoxError>;
+    /// The body ended (after its last chunk).
+    fn end(&mut self) -> Result<(), BoxError>;
+}
+
+/// When an upstream response body fails, the trailers to end it with instead, if any (a gRPC
+/// status naming why the gateway stopped the request's stream).
+pub type TrailersOnError = Box<dyn Fn() -> Option<HeaderMap> + Send + Sync>;
+
 pin_project_lite::pin_project! {
     /// A request body on its way upstream.
     #[project = RequestBodyProj]
@@ -28,6 +41,8 @@ pin_project_lite::pin_project! {
         Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
         /// The client's body, after `prefix` (the part already read for inspection).
         Streaming { prefix: Option<Bytes>, #[pin] inner: Incoming, seen: u64, limit: u64 },
+        /// The client's body, each chunk judged by `guard` before it is sent.
+        Guarded { #[pin] inner: Incoming, guard: Box<dyn BodyGuard>, seen: u64, limit: u64 },
     }
 }
 
@@ -41,6 +56,17 @@ impl RequestBody {
                 data: (!data.is_empty()).then_some(data),
                 trailers,
             }
+        }
+    }
+
+    /// The client's body streamed through `guard`; more than `limit` bytes in all is an error
+    /// ([`BodyTooLarge`]).
+    pub fn guarded(inner: Incoming, guard: Box<dyn BodyGuard>, limit: u64) -> Self {
+        RequestBody::Guarded {
+            inner,
+            guard,
+            seen: 0,
+            limit,
         }
     }
 
@@ -99,12 +125,40 @@ impl Body for RequestBody {
                     None => Poll::Ready(None),
                 }
             }
+            RequestBodyProj::Guarded {
+                inner,
+                guard,
+                seen,
+                limit,
+            } => match std::task::ready!(inner.poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        *seen += data.len() as u64;
+                        if *seen > *limit {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                                limit: *limit,
+                            }))));
+                        }
+                        guard.check(data)?;
+                    } else if frame.is_trailers() {
+                        guard.end()?;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                None => {
+                    guard.end()?;
+                    Poll::Ready(None)
+                }
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            // Not `inner.is_end_stream()`: the guard must see the end.
+            RequestBody::Guarded { .. } => false,
             RequestBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             RequestBody::Streaming { prefix, inner, .. } => {
                 prefix.is_none() && inner.is_end_stream()
@@ -118,6 +172,7 @@ impl Body for RequestBody {
             RequestBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            RequestBody::Guarded { .. } => SizeHint::new(),
             RequestBody::Streaming { prefix, inner, .. } => {
                 let before = prefix.as_ref().map_or(0, |p| p.len() as u64);
                 let rest = inner.size_hint();
@@ -130,6 +185,16 @@ impl Body for RequestBody {
             }
         }
     }
+}
+
+/// The start of an upstream response body, read ahead (for OpenAPI validation, response
+/// inspection) and sent before the rest.
+#[derive(Default)]
+pub struct ReadAhead {
+    pub prefix: Option<Bytes>,
+    pub trailers: Option<HeaderMap>,
+    /// `prefix` is the whole body (the upstream's body has ended).
+    pub complete: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -145,7 +210,12 @@ pin_project_lite::pin_project! {
             trailers: Option<HeaderMap>,
             #[pin] inner: PooledBody,
             on_end: Option<BytesSent>,
+            // A failing upstream body ends with these trailers instead, when there are some.
+            on_error: Option<TrailersOnError>,
         },
+        /// A body read whole and rewritten (GraphQL responses, see protocols.rs), or its
+        /// start followed by the rest of the original.
+        Rewritten { data: Option<Bytes>, rest: Option<Box<ResponseBody>> },
     }
 }
 
@@ -199,11 +269,21 @@ impl Body for ResponseBody {
                     .filter(|d| !d.is_empty())
                     .map(|d| Ok(Frame::data(d))),
             ),
+            ResponseBodyProj::Rewritten { data, rest } => {
+                if let Some(data) = data.take().filter(|d| !d.is_empty()) {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                match rest {
+                    Some(rest) => Pin::new(rest.as_mut()).poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
             ResponseBodyProj::Upstream {
                 prefix,
                 trailers,
                 inner,
                 on_end,
+                on_error,
             } => {
                 if let Some(data) = prefix.take().filter(|d| !d.is_empty()) {
                     if let Some(counter) = on_end.as_mut() {
@@ -212,6 +292,12 @@ impl Body for ResponseBody {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 let polled = std::task::ready!(inner.poll_frame(cx));
+                if matches!(polled, Some(Err(_)))
+                    && let Some(trailers) = on_error.take().and_then(|make| make())
+                {
+                    drop(on_end.take());
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
                 match &polled {
                     Some(Ok(frame)) => {
                         if let (Some(data), Some(counter)) = (frame.data_ref(), on_end.as_mut()) {
@@ -240,6 +326,10 @@ impl Body for ResponseBody {
                 inner,
                 ..
             } => prefix.is_none() && trailers.is_none() && inner.is_end_stream(),
+            ResponseBody::Rewritten { data, rest } => {
+                data.as_ref().is_none_or(|d| d.is_empty())
+                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
         }
     }
 
@@ -257,6 +347,21 @@ impl Body for ResponseBody {
                     hint.set_upper(upper + before);
                 }
                 hint
+            }
+            ResponseBody::Rewritten { data, rest } => {
+                let before = data.as_ref().map_or(0, |d| d.len() as u64);
+                match rest {
+                    None => SizeHint::with_exact(before),
+                    Some(rest) => {
+                        let rest = rest.size_hint();
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(rest.lower() + before);
+                        if let Some(upper) = rest.upper() {
+                            hint.set_upper(upper + before);
+                        }
+                        hint
+                    }
+                }
             }
         }
     }

@@ -56,6 +56,10 @@ pub struct Config {
     /// rollback, hooks), verification and learning (see docs/heal.md). Off when absent.
     #[serde(default)]
     pub heal: Option<crate::heal::config::HealConfig>,
+    /// Keys that verify HTTP message signatures (RFC 9421), by key id, and the replay cache.
+    /// Routes require signatures under their own `integrity:`. See docs/policy.md.
+    #[serde(default)]
+    pub signatures: SignaturesConfig,
     /// Access logs.
     #[serde(default)]
     pub access_log: AccessLogConfig,
@@ -302,6 +306,22 @@ pub struct RouteConfig {
     /// This route's changes to its upstream's `openapi:` settings.
     #[serde(default)]
     pub openapi: RouteOpenApiConfig,
+    /// The route serves GraphQL: inspect its operations (depth, aliases, root fields, batch
+    /// size, tokens, cost and a cost budget, introspection, persisted queries). See
+    /// docs/policy.md, "Protocol inspection". Off when absent.
+    #[serde(default)]
+    pub graphql: Option<crate::protocols::GraphqlConfig>,
+    /// The route serves gRPC: a method allowlist from proto descriptors, message size limits,
+    /// reflection off, and request messages decoded for attack detection. See docs/policy.md,
+    /// "Protocol inspection". Off when absent.
+    #[serde(default)]
+    pub grpc: Option<crate::protocols::GrpcConfig>,
+    /// Request signatures and `Content-Digest` checks on this route. None when absent.
+    #[serde(default)]
+    pub integrity: Option<RouteIntegrityConfig>,
+    /// Sensitive data in this route's responses: detected, or masked. Off when absent.
+    #[serde(default)]
+    pub response_inspection: Option<ResponseInspectionConfig>,
 }
 
 /// Authorisation (see docs/policy.md, "Authorisation").
@@ -1164,6 +1184,165 @@ pub enum LimitKeyConfig {
     Route,
 }
 
+/// Keys of HTTP message signatures and the replay cache (see docs/policy.md, "Request
+/// signatures").
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Verification keys by key id (the `keyid` parameter of `Signature-Input`).
+    #[serde(default)]
+    pub keys: BTreeMap<String, SignatureKeyConfig>,
+    /// Signatures (and nonces) remembered to refuse replays, at most. Each is kept for its
+    /// route's `max_age` plus twice the `clock_skew`; when the cache is full the oldest are
+    /// forgotten early (counted in `apiguard_signature_replay_evictions_total`). Read at
+    /// start only.
+    #[serde(default = "defaults::replay_cache_size")]
+    #[schemars(range(min = 1))]
+    pub replay_cache_size: usize,
+}
+
+impl Default for SignaturesConfig {
+    fn default() -> Self {
+        SignaturesConfig {
+            keys: BTreeMap::new(),
+            replay_cache_size: defaults::replay_cache_size(),
+        }
+    }
+}
+
+/// A signature algorithm of the RFC 9421 registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum SignatureAlgorithmConfig {
+    /// EdDSA with Curve25519 (`ed25519`): a public key.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    /// HMAC with SHA-256 (`hmac-sha256`): a shared secret of at least 32 bytes.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+/// One signature key. Give exactly one of `public_key`, `public_key_file` (ed25519) or
+/// `secret`, `secret_file` (hmac-sha256).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureKeyConfig {
+    /// `ed25519` or `hmac-sha256`.
+    pub algorithm: SignatureAlgorithmConfig,
+    /// The Ed25519 public key inline: base64 of its 32 bytes (or of its DER
+    /// SubjectPublicKeyInfo, the body of a PEM block).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// A file with the Ed25519 public key: PEM (`-----BEGIN PUBLIC KEY-----`) or base64 of
+    /// its 32 bytes.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub public_key_file: Option<Spanned<String>>,
+    /// The HMAC secret inline, base64 (for tests; prefer `secret_file`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the HMAC secret as raw bytes (trailing newlines are ignored).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub secret_file: Option<Spanned<String>>,
+    /// The identity's subject when this key signs a request. Defaults to the key id.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Attributes of the identity (its claims, for authorisation).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A route's integrity checks.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteIntegrityConfig {
+    /// Verify HTTP message signatures (RFC 9421). Off when absent.
+    #[serde(default)]
+    pub signature: Option<RouteSignatureConfig>,
+    /// Verify `Content-Digest` (RFC 9530) against the body. Off when absent (a signature
+    /// covering `content-digest` still has it checked).
+    #[serde(default)]
+    pub content_digest: Option<ContentDigestConfig>,
+}
+
+/// What a route demands of signatures.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSignatureConfig {
+    /// Refuse requests without a signature (401). With `false`, unsigned requests pass and
+    /// signed ones must verify.
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+    /// Key ids (keys of `signatures.keys`) accepted on this route. Default: every key.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub keys: Vec<Spanned<String>>,
+    /// Components every signature must cover: derived components (`@method`,
+    /// `@target-uri`, `@authority`, `@scheme`, `@request-target`, `@path`, `@query`) and
+    /// lower-case header names (`content-digest`, `content-type`, ...). `@target-uri` counts
+    /// as covering scheme, authority, path and query; `@request-target` path and query.
+    #[serde(default = "defaults::signature_components")]
+    pub components: Vec<String>,
+    /// How old a signature's `created` may be.
+    #[serde(default = "defaults::signature_max_age")]
+    #[schemars(with = "String")]
+    pub max_age: DurationSpec,
+    /// Clock difference tolerated between signers and the gateway (whole seconds).
+    #[serde(default = "defaults::signature_clock_skew")]
+    #[schemars(with = "String")]
+    pub clock_skew: DurationSpec,
+    /// Verify only the signature with this label. Default: the first signature whose key id
+    /// the route accepts.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The `tag` parameter signatures must carry (an application-specific value).
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// What a route demands of `Content-Digest`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContentDigestConfig {
+    /// Refuse requests without a digest of an accepted algorithm (400).
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+    /// Accepted algorithms: `sha-256`, `sha-512`. Digests of other algorithms are ignored.
+    #[serde(default = "defaults::digest_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+/// What response inspection does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseInspectionMode {
+    /// Do not inspect.
+    Off,
+    /// Report findings (security events, metrics); the response passes unchanged.
+    #[default]
+    Detect,
+    /// Report findings and replace the data with `[REDACTED:<detector>]`.
+    Mask,
+}
+
+/// Sensitive data in responses (see docs/policy.md, "Response inspection").
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseInspectionConfig {
+    /// `off`, `detect` or `mask`.
+    #[serde(default)]
+    pub mode: ResponseInspectionMode,
+    /// Detectors to run: `card_number`, `us_ssn`, `uk_nino`, `email`, `aws_access_key`,
+    /// `private_key`, `jwt`, `api_key`, `stack_trace`. Default: all.
+    #[serde(default)]
+    pub detectors: Option<Vec<String>>,
+    /// Largest response body buffered and inspected, in bytes. A longer body (by its
+    /// `Content-Length`, or as it arrives) passes unchecked and is counted.
+    #[serde(default = "defaults::response_max_body_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_body_bytes: usize,
+}
+
 /// Access logs: one JSON line per request on standard output.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -1468,6 +1647,24 @@ pub mod defaults {
         super::OpenApiModeConfig::Monitor
     }
     pub fn max_response_validation_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn replay_cache_size() -> usize {
+        100_000
+    }
+    pub fn signature_components() -> Vec<String> {
+        vec!["@method".into(), "@target-uri".into()]
+    }
+    pub fn signature_max_age() -> DurationSpec {
+        DurationSpec::secs(300)
+    }
+    pub fn signature_clock_skew() -> DurationSpec {
+        DurationSpec::secs(30)
+    }
+    pub fn digest_algorithms() -> Vec<String> {
+        vec!["sha-256".into(), "sha-512".into()]
+    }
+    pub fn response_max_body_bytes() -> usize {
         1024 * 1024
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use apiguard_policy::authn::AuthnMetrics;
+use apiguard_policy::integrity::IntegrityMetrics;
 use apiguard_policy::ratelimit::RateLimitMetrics;
 use http::Method;
 use prometheus::{
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub authn: AuthnMetrics,
     /// Rate-limit refusals and the Redis cluster sync.
     pub rate_limits: RateLimitMetrics,
+    /// Signature and Content-Digest refusals, the replay cache, response inspection.
+    pub integrity: IntegrityMetrics,
 }
 
 /// Scores by severity are 2 to 5 per finding; the default threshold is 5.
@@ -207,6 +210,10 @@ impl Metrics {
         rate_limits
             .register(&registry)
             .expect("metric names are unique");
+        let integrity = IntegrityMetrics::new();
+        integrity
+            .register(&registry)
+            .expect("metric names are unique");
         Metrics {
             registry,
             requests,
@@ -229,6 +236,7 @@ impl Metrics {
             hub_indicators,
             authn,
             rate_limits,
+            integrity,
         }
     }
 

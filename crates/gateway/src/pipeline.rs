@@ -34,6 +34,8 @@ pub struct Decision {
     pub headers: HeaderMap,
     /// Who the request is from, when authentication proved it.
     pub identity: Option<Identity>,
+    /// The refusing stage's words for the problem+json `detail`, when it has some.
+    pub problem_detail: Option<String>,
 }
 
 impl Decision {
@@ -45,6 +47,7 @@ impl Decision {
             findings: ctx.findings,
             headers: ctx.response_headers,
             identity: ctx.identity,
+            problem_detail: ctx.problem_detail,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use apiguard_model::event::now_ms;
 use apiguard_model::{Action, ClientInfo, EventKind, RequestView, SecurityEvent};
-use apiguard_policy::{AuthnRuntime, RateLimits};
+use apiguard_policy::{AuthnRuntime, IntegrityRuntime, RateLimits};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::broadcast;
 
-use crate::body::{BodyTooLarge, BytesSent, RequestBody, ResponseBody};
+use crate::body::{BodyTooLarge, BytesSent, ReadAhead, RequestBody, ResponseBody};
 use crate::config::UpstreamProtocol;
 use crate::enforcement::Enforcement;
 use crate::headers::{self, TRACEPARENT, X_REQUEST_ID};
@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::metrics::RouteMetrics;
 use crate::pipeline::Decision;
 use crate::problem::{problem, problem_with_params};
+use crate::protocols::GrpcBody;
 use crate::router::{normalize_path, request_host};
 use crate::snapshot::{RouteRuntime, Snapshot};
 use crate::upstream::AttemptResult;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub grants: Arc<apiguard_policy::authz::Grants>,
     /// Self-healing's circuits and client ledger; they outlive reloads.
     pub heal: Arc<crate::heal::HealState>,
+    /// The signature replay cache and integrity metrics; they outlive reloads.
+    pub integrity: Arc<IntegrityRuntime>,
 }
 
 /// What a connection knows about its client.
@@ -200,6 +203,44 @@ async fn forward(
         body: inspected.as_ref(),
     };
     let mut decision = route.pipeline.run(&view);
+    // Stage 7 on gRPC bodies (protocols.rs): a unary request is read and inspected here; a
+    // client stream is inspected message by message as it flows upstream.
+    let mut grpc_guard = None;
+    if let Some(grpc) = &route.protocols.grpc
+        && crate::protocols::is_grpc(&parts.headers)
+    {
+        let report = || crate::protocols::StreamReport {
+            events: shared.events.clone(),
+            metrics: shared.metrics.clone(),
+            route: route.id.clone(),
+            client_ip: connection.client.peer.ip(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            request_id: request_id.to_owned(),
+            threshold: route.pipeline.threshold,
+        };
+        let inspected_body = grpc
+            .inspect_body(
+                parts.uri.path(),
+                &mut incoming,
+                route.request_timeout,
+                route.limits.max_body_bytes,
+                &mut decision,
+                request_id,
+                report,
+            )
+            .await;
+        match inspected_body {
+            GrpcBody::Untouched => {}
+            GrpcBody::Buffered { data, trailers: t } => {
+                buffered = Some(data);
+                trailers = t;
+            }
+            GrpcBody::Guarded(guard) => grpc_guard = Some(guard),
+            GrpcBody::Answer(response) => return local.finish(*response, Action::Allow),
+        }
+    }
+    let grpc_stopped = grpc_guard.as_ref().map(|g| g.violation());
     route.metrics.observe_score(decision.score);
     if let (Some(continuous), Some(identity)) = (&route.continuous, &decision.identity) {
         continuous.observe(identity, decision.score);
@@ -245,7 +286,11 @@ async fn forward(
             403 if class == Some("authz") => "the request is not authorised",
             _ => "the request was refused by policy",
         };
-        let mut response = problem(status, detail, request_id);
+        let detail = decision.problem_detail.as_deref().unwrap_or(detail);
+        let mut response = route
+            .protocols
+            .refusal(&decision, &parts.headers, request_id)
+            .unwrap_or_else(|| problem(status, detail, request_id));
         add_headers(response.headers_mut(), &answer_headers);
         return local.finish(response, decision.action);
     }
@@ -301,6 +346,9 @@ async fn forward(
     let h2 = pool.settings.protocol == UpstreamProtocol::H2c;
     headers::remove_hop_by_hop(&mut parts.headers, is_upgrade);
     headers::add_forwarding(&mut parts.headers, &connection.forwarding, host);
+    if let Some(graphql) = &route.protocols.graphql {
+        graphql.forward_headers(&mut parts.headers);
+    }
     if let Ok(id) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID, id);
     }
@@ -360,9 +408,10 @@ async fn forward(
         let last_try = attempt_no >= max_attempts;
         let mut upstream_request = Request::new(match (buffered.take(), incoming.take()) {
             (Some(bytes), _) => RequestBody::full(bytes, trailers.take()),
-            (None, Some(body)) if has_body || is_upgrade => {
-                RequestBody::streaming(inspected.take(), body, route.limits.max_body_bytes)
-            }
+            (None, Some(body)) if has_body || is_upgrade => match grpc_guard.take() {
+                Some(guard) => RequestBody::guarded(body, guard, route.limits.max_body_bytes),
+                None => RequestBody::streaming(inspected.take(), body, route.limits.max_body_bytes),
+            },
             _ => RequestBody::Empty,
         });
         *upstream_request.method_mut() = parts.method.clone();
@@ -394,6 +443,12 @@ async fn forward(
                 break (response, attempt.target.clone());
             }
             Ok(Err(error)) => {
+                if let Some(violation) = grpc_stopped.as_ref().and_then(|v| v.get()) {
+                    return local.finish(
+                        crate::protocols::stopped_stream_response(violation, request_id),
+                        Action::Block,
+                    );
+                }
                 if is_body_too_large(&error) {
                     return local.problem(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -471,6 +526,7 @@ async fn forward(
                     if prefix.complete {
                         complete = Some(prefix.data.clone());
                     }
+                    read_ahead.complete = prefix.complete;
                     read_ahead.trailers = prefix.trailers;
                     read_ahead.prefix = Some(prefix.data);
                 }
@@ -505,6 +561,7 @@ async fn forward(
                     .collect(),
                 headers: http::HeaderMap::new(),
                 identity: None,
+                problem_detail: None,
             };
             report(
                 shared,
@@ -525,12 +582,40 @@ async fn forward(
             }
         }
     }
+    let upgraded = upstream_upgrade.is_some();
     match (client_upgrade, upstream_upgrade) {
         (Some(client), Some(upstream)) => {
             tokio::spawn(tunnel(client, upstream));
         }
         _ => headers::remove_hop_by_hop(&mut head.headers, false),
     }
+    let crate::masking::Inspected { findings, masked } = match &route.response {
+        Some(inspection) if !upgraded => {
+            let read = crate::masking::inspect(
+                inspection,
+                &parts.method,
+                &mut head,
+                &mut body,
+                &mut read_ahead,
+                route.request_timeout,
+                shared,
+                &route.id,
+            )
+            .await;
+            match read {
+                Ok(inspected) => inspected,
+                Err(error) => {
+                    tracing::debug!(request_id, %error, "the upstream body failed while it was inspected");
+                    return local.problem(
+                        StatusCode::BAD_GATEWAY,
+                        "the upstream service failed while sending its answer",
+                        decision.action,
+                    );
+                }
+            }
+        }
+        _ => crate::masking::Inspected::default(),
+    };
     if let Ok(id) = HeaderValue::from_str(request_id) {
         head.headers.insert(X_REQUEST_ID, id);
     }
@@ -579,15 +664,35 @@ async fn forward(
         };
         BytesSent::new(move |bytes| line.write(started, bytes))
     });
-    Response::from_parts(
-        head,
-        ResponseBody::Upstream {
-            prefix: read_ahead.prefix,
-            trailers: read_ahead.trailers,
-            inner: body,
-            on_end,
-        },
-    )
+    if !findings.is_empty() {
+        crate::masking::report(
+            shared,
+            &route.id,
+            connection.client.peer.ip(),
+            &parts.method,
+            parts.uri.path(),
+            request_id,
+            status,
+            masked,
+            findings,
+        );
+    }
+    let body = ResponseBody::Upstream {
+        prefix: read_ahead.prefix,
+        trailers: read_ahead.trailers,
+        inner: body,
+        on_end,
+        on_error: grpc_stopped.map(crate::protocols::trailers_on_stop),
+    };
+    let body = match &route.protocols.graphql {
+        Some(graphql) => {
+            graphql
+                .filter_response(&mut head, body, route.request_timeout)
+                .await
+        }
+        None => body,
+    };
+    Response::from_parts(head, body)
 }
 
 /// Copies bytes both ways between an upgraded client connection and the upstream's.
@@ -616,13 +721,6 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// The part of an upstream response body read for validation, sent on first.
-#[derive(Default)]
-struct ReadAhead {
-    prefix: Option<Bytes>,
-    trailers: Option<http::HeaderMap>,
 }
 
 /// The start of a request body, read for inspection.

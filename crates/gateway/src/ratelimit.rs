@@ -80,11 +80,17 @@ fn check_route(
             ));
         }
         if spec.key.needs_identity() {
+            let signed = route
+                .integrity
+                .as_ref()
+                .is_some_and(|i| i.signature.is_some());
             match &route.auth {
+                // A verified signature's key id is an identity too.
+                None if signed && spec.key == KeyKind::Identity => {}
                 None => problems.push(at(
                     i,
                     &spec.name,
-                    "counts by identity, but the route has no `auth:`",
+                    "counts by identity, but the route has no `auth:` (nor `integrity.signature`)",
                 )),
                 Some(auth) if spec.key == KeyKind::ApiKey => {
                     let has_keys = auth.providers.iter().any(|p| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use apiguard_model::event::now_ms;
 use apiguard_model::{EventKind, SecurityEvent};
 use apiguard_policy::authz::Grants;
-use apiguard_policy::{AuthnRuntime, RateLimits};
+use apiguard_policy::{AuthnRuntime, IntegrityRuntime, RateLimits};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -112,6 +112,10 @@ impl Gateway {
         let authn = AuthnRuntime::new(metrics.authn.clone());
         let rate_limits = RateLimits::new(metrics.rate_limits.clone());
         let grants = Arc::new(Grants::default());
+        let integrity = IntegrityRuntime::new(
+            config.signatures.replay_cache_size,
+            metrics.integrity.clone(),
+        );
         let env = CompileEnv {
             events: events.clone(),
             metrics: metrics.clone(),
@@ -122,6 +126,7 @@ impl Gateway {
             authn: authn.clone(),
             rate_limits: rate_limits.clone(),
             grants: grants.clone(),
+            integrity: integrity.clone(),
         };
         let snapshot = compile(&config, &file, &text, 1, &env)?;
         apply_policy(&snapshot, &authn, &rate_limits);
@@ -180,6 +185,7 @@ impl Gateway {
             rate_limits,
             grants,
             heal: heal.state.clone(),
+            integrity,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_done) = mpsc::channel(1);
@@ -436,6 +442,7 @@ impl Gateway {
             authn: self.shared.authn.clone(),
             rate_limits: self.shared.rate_limits.clone(),
             grants: self.shared.grants.clone(),
+            integrity: self.shared.integrity.clone(),
         };
         let snapshot = compile(config, file, text, version, &env)?;
         let fixed = |s: &Snapshot| {

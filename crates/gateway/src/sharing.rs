@@ -252,8 +252,8 @@ impl Outbox {
 
 /// The raw report (the hub's REST shape) for one blocking decision, or `None` when the
 /// decision is not worth sharing: not a block, a block by a shared rule (sharing it back
-/// would echo the hub), a size limit, a rate limit or an authentication failure (not attacks
-/// by themselves).
+/// would echo the hub), a size limit, a rate limit, an authentication failure or a GraphQL or
+/// gRPC protocol limit, a signature failure (not attacks by themselves).
 pub fn report_for(event: &SecurityEvent) -> Option<serde_json::Value> {
     let EventKind::RequestInspected {
         action,
@@ -268,13 +268,20 @@ pub fn report_for(event: &SecurityEvent) -> Option<serde_json::Value> {
         return None;
     }
     // Size limits, rate limits, and refusals by local policy (authentication, authorisation,
-    // the API specification) are not attacks to share.
+    // the API specification, GraphQL and gRPC limits, signatures) are not attacks to share.
     let top = findings
         .iter()
         .filter(|f| {
             !matches!(
                 &*f.class,
-                "limits" | "ratelimit" | "authn" | "authz" | "openapi"
+                "limits"
+                    | "ratelimit"
+                    | "authn"
+                    | "authz"
+                    | "openapi"
+                    | "graphql_policy"
+                    | "grpc_policy"
+                    | "integrity"
             )
         })
         .max_by_key(|f| f.score)?;
@@ -621,6 +628,43 @@ mod tests {
         ] {
             assert_eq!(attack_class(class).as_str(), shared, "{class}");
         }
+    }
+
+    /// A GraphQL or gRPC limit refuses without an attack: nothing to share. A detection
+    /// finding next to it still is.
+    #[test]
+    fn protocol_limits_are_not_reported_as_attacks() {
+        let finding = |rule: &str, class: &str| apiguard_model::Finding {
+            rule_id: rule.to_owned().into(),
+            class: class.to_owned().into(),
+            severity: apiguard_model::Severity::Critical,
+            score: 5,
+            target: "graphql".into(),
+            evidence: "the query's depth of 12 is over the limit of 10".into(),
+        };
+        let event = |findings| SecurityEvent {
+            at_ms: 0,
+            request_id: None,
+            client_ip: None,
+            route: None,
+            method: None,
+            path: None,
+            kind: EventKind::RequestInspected {
+                action: Action::Block,
+                score: 5,
+                threshold: 5,
+                findings,
+            },
+        };
+        for class in ["graphql_policy", "grpc_policy"] {
+            assert!(report_for(&event(vec![finding("x.limit", class)])).is_none());
+        }
+        let report = report_for(&event(vec![
+            finding("graphql.depth", "graphql_policy"),
+            finding("sqli.tokenizer", "sqli"),
+        ]))
+        .expect("the attack is shared");
+        assert_eq!(report["attack"], "sqli");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use apiguard_policy::authn::{Continuous, ContinuousSettings};
 use apiguard_policy::authz::Grants;
 use apiguard_policy::openapi::ResponseValidation;
 use apiguard_policy::ratelimit::ClusterSettings;
-use apiguard_policy::{AuthnRuntime, RateLimits};
+use apiguard_policy::{AuthnRuntime, IntegrityRuntime, RateLimits};
 use http::{HeaderName, HeaderValue, Method};
 use rustls::ServerConfig;
 use tokio::sync::broadcast;
@@ -26,12 +26,15 @@ use crate::detection::compile_detection;
 use crate::enforcement::{Enforcement, EnforcementStage};
 use crate::heal::config::{HealSettings, compile_heal};
 use crate::load::{ConfigError, Problem};
+use crate::masking::{ResponseInspection, compile_response_inspection};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::openapi::compile_openapi;
 use crate::pipeline::{LimitsStage, Pipeline};
+use crate::protocols::{RouteProtocols, compile_protocols};
 use crate::ratelimit::compile_rate_limits;
 use crate::router::{HeaderCondition, HostMatch, PathMatcher, RouteMatcher, Router};
 use crate::sharing::HubSettings;
+use crate::signatures::compile_integrity;
 use crate::upstream::{Pool, PoolSettings};
 
 /// A listener's compiled settings.
@@ -59,6 +62,11 @@ pub struct RouteRuntime {
     pub continuous: Option<Arc<Continuous>>,
     /// Response validation against the upstream's OpenAPI specification, when configured.
     pub responses: Option<Arc<ResponseValidation>>,
+    /// GraphQL or gRPC inspection (its stage is also in `pipeline`): protocol-shaped
+    /// refusals, gRPC bodies, GraphQL responses.
+    pub protocols: RouteProtocols,
+    /// Response inspection (sensitive data leaving the API); `None` when off.
+    pub response: Option<Arc<ResponseInspection>>,
 }
 
 /// Everything the data plane reads for one configuration version.
@@ -103,6 +111,8 @@ pub struct CompileEnv<'a> {
     pub rate_limits: Arc<RateLimits>,
     /// Just-in-time grants, which the authorisation stages read.
     pub grants: Arc<Grants>,
+    /// The signature replay cache, kept across reloads.
+    pub integrity: Arc<IntegrityRuntime>,
 }
 
 fn parse_addr(spanned: &Spanned<String>, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
@@ -127,9 +137,12 @@ pub fn check(config: &Config) -> Vec<Problem> {
     let _ = compile_listeners(config, &mut problems);
     let _ = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
-    let _ = compile_detection(config, &mut problems);
+    let detection = compile_detection(config, &mut problems);
+    let _ = compile_protocols(config, &detection, None, &mut problems);
     let _ = compile_auth(config, None, &mut problems);
     let _ = compile_rate_limits(config, None, &mut problems);
+    let _ = compile_integrity(config, &mut problems);
+    let _ = compile_response_inspection(config, &mut problems);
     let _ = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     let _ = compile_authz(config, &mut problems);
@@ -391,8 +404,11 @@ pub fn compile(
     let matchers = compile_matchers(config, &mut problems);
     check_upstreams(config, &mut problems);
     let detection = compile_detection(config, &mut problems);
+    let protocols = compile_protocols(config, &detection, env.previous, &mut problems);
     let auth = compile_auth(config, Some(&env.authn), &mut problems);
     let limits = compile_rate_limits(config, Some(&env.rate_limits), &mut problems);
+    let mut integrity = compile_integrity(config, &mut problems).into_iter();
+    let mut responses = compile_response_inspection(config, &mut problems).into_iter();
     let behavior = compile_behavior(config, &mut problems);
     check_workers(config, &mut problems);
     let authz = compile_authz(config, &mut problems);
@@ -432,6 +448,7 @@ pub fn compile(
         pools.insert(name.clone(), pool);
     }
     let rate_limit_cluster = limits.cluster;
+    let mut protocols = protocols.into_iter();
     let routes = config
         .routes
         .iter()
@@ -440,7 +457,16 @@ pub fn compile(
         .zip(auth.routes)
         .zip(limits.routes)
         .map(|((((route, detection), behavior), authn), rate_limits)| {
+            let protocols = protocols.next().unwrap_or_default();
+            // Integrity and response inspection come in route order like the others (taken
+            // here rather than zipped, to keep this closure's shape).
+            let integrity = integrity.next().flatten();
+            let response = responses.next().flatten();
             let pool = pools[&route.upstream.value].clone();
+            let body_limit = detection
+                .max_body_inspect
+                .max(protocols.body_limit().unwrap_or(0))
+                .min(usize::try_from(route.limits.max_body_bytes).unwrap_or(usize::MAX));
             // The architecture's order: enforcement, limits, rate limiting, authentication
             // (with the limits that count by identity right after it), ..., detection.
             let mut stages: Vec<Arc<dyn Stage>> = vec![
@@ -458,13 +484,16 @@ pub fn compile(
             if let Some(stage) = authn {
                 stages.push(stage);
             }
+            // Signatures right after authentication (before the limits that count an
+            // identity): a verified key id is an identity too.
+            if let Some(integrity) = integrity {
+                stages.push(integrity.stage(body_limit, env.integrity.clone()));
+            }
             if let Some(stage) = rate_limits.after_auth {
                 stages.push(stage);
             }
-            let body_limit = detection
-                .max_body_inspect
-                .min(usize::try_from(route.limits.max_body_bytes).unwrap_or(usize::MAX));
-            // Stage 5: authorisation; stage 6: OpenAPI validation (ARCHITECTURE.md).
+            // Stage 5: authorisation; stage 6: OpenAPI validation; stage 7: protocol
+            // inspection; then detection (8) (ARCHITECTURE.md).
             if let Some(stage) =
                 crate::authz::route_stage(authz.as_ref(), route, &env.grants, &env.enforcement)
             {
@@ -473,6 +502,7 @@ pub fn compile(
             if let Some(stage) = crate::openapi::route_stage(&specs, route, body_limit.max(1)) {
                 stages.push(Arc::new(stage));
             }
+            stages.extend(protocols.stages());
             if let Some(engine) = detection.engine {
                 stages.push(Arc::new(DetectStage(engine)));
             }
@@ -500,6 +530,8 @@ pub fn compile(
                 behavior,
                 continuous,
                 responses: crate::openapi::route_responses(&specs, route),
+                protocols,
+                response,
             }
         })
         .collect();

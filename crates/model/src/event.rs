@@ -19,6 +19,15 @@ pub enum EventKind {
         threshold: u32,
         findings: Vec<Finding>,
     },
+    /// A response on its way to the client carried sensitive data (card numbers, secrets,
+    /// stack traces, ...): reported, and masked when `masked`.
+    ResponseInspected {
+        /// The upstream's status.
+        status: u16,
+        /// The sensitive data was replaced before the response left.
+        masked: bool,
+        findings: Vec<Finding>,
+    },
     /// An upstream target was taken out of rotation.
     UpstreamEjected {
         pool: String,

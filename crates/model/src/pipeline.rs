@@ -75,6 +75,10 @@ pub struct RequestContext {
     /// refusal made here): `WWW-Authenticate` on a 401, `Retry-After` and `RateLimit` on a
     /// 429, `RateLimit` on a success.
     pub response_headers: http::HeaderMap,
+    /// What a refusal's problem+json `detail` tells the client, when the refusing stage has
+    /// something more useful to say than its status (such as which digest did not match).
+    /// Never attack details.
+    pub problem_detail: Option<String>,
 }
 
 /// How a client proved who it is.
@@ -87,6 +91,9 @@ pub enum AuthMethod {
     ApiKey,
     /// A client certificate verified by the listener's TLS (mTLS).
     Mtls,
+    /// An HTTP message signature (RFC 9421) verified with a configured key; the subject is
+    /// the key's.
+    Signature,
 }
 
 /// Who the request is from, as the authentication stage proved it; later stages

@@ -417,6 +417,7 @@ fn identity_entity(
         apiguard_model::AuthMethod::Jwt => "jwt",
         apiguard_model::AuthMethod::ApiKey => "api_key",
         apiguard_model::AuthMethod::Mtls => "mtls",
+        apiguard_model::AuthMethod::Signature => "signature",
     };
     let mut budget = MAX_CLAIM_VALUES;
     let claims = record(&identity.claims, Some(declared), 0, &mut budget);

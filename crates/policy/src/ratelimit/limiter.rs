@@ -153,6 +153,7 @@ impl LimitKey {
                     AuthMethod::Jwt => "jwt",
                     AuthMethod::ApiKey => "key",
                     AuthMethod::Mtls => "mtls",
+                    AuthMethod::Signature => "sig",
                 };
                 format!("{method}:{hex}")
             }
