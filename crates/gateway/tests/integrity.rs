@@ -634,3 +634,91 @@ async fn responses_are_masked_or_reported_and_clean_ones_pass_byte_for_byte() {
         assert_eq!(metric(gw, line).await, Some(value), "{line}");
     }
 }
+
+/// OpenAPI response validation and response masking on one route read the upstream's body
+/// once between them: a response that fits the specification arrives masked with its new
+/// length (whether the upstream sent it whole or in frames), and one that does not is
+/// replaced by a 502 before any of it leaves.
+#[tokio::test]
+async fn response_validation_and_masking_share_one_read_of_the_body() {
+    let leaky = leaky_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("leaky.openapi.yaml");
+    std::fs::write(
+        &spec,
+        r#"
+openapi: 3.0.3
+info: {title: leaky, version: "1"}
+paths:
+  /both/leaky:
+    get:
+      responses:
+        "200":
+          description: an order
+          content:
+            application/json:
+              schema: {type: object, required: [order], properties: {order: {type: integer}}}
+  /both/chunked:
+    get:
+      responses:
+        "200":
+          description: an order
+          content:
+            application/json:
+              schema: {type: object, required: [order], properties: {order: {type: integer}}}
+  /both/clean:
+    get:
+      responses:
+        "200":
+          description: an order, which this one is not
+          content:
+            application/json:
+              schema: {type: object, required: [order], properties: {order: {type: integer}}}
+"#,
+    )
+    .unwrap();
+    let gw = start(&format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+upstreams:
+  leaky:
+    targets: ["{leaky}"]
+    openapi:
+      spec: {spec}
+      responses: {{mode: enforce, undeclared_fields: false}}
+routes:
+  - id: both
+    match: {{path: {{prefix: /both}}}}
+    upstream: leaky
+    response_inspection: {{mode: mask}}
+access_log:
+  enabled: false
+reload:
+  watch: false
+"#,
+        spec = spec.display(),
+    ))
+    .await;
+    let client = h1_client();
+    for path in ["/both/leaky", "/both/chunked"] {
+        let reply = get(&client, &gw.url(path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            reply.headers["content-length"].to_str().unwrap(),
+            reply.body.len().to_string(),
+            "{path}"
+        );
+        let masked = reply.json();
+        assert_eq!(
+            masked["payment"]["card"], "[REDACTED:card_number]",
+            "{path}"
+        );
+        assert_eq!(masked["order"], 1001, "{path}");
+    }
+    let reply = get(&client, &gw.url("/both/clean")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("WID-0007"));
+}
