@@ -114,7 +114,9 @@ pub struct BrokerConfig {
     /// Worker tasks consuming the ingest queue.
     #[serde(default = "defaults::workers")]
     pub workers: usize,
-    /// Deliveries a worker may hold unacknowledged.
+    /// Deliveries a worker may hold unacknowledged. Those waiting when the worker is ready
+    /// (up to 256) are processed as one batch: stored in one transaction, their feed items
+    /// published together; up to four batches await their confirms at once.
     #[serde(default = "defaults::prefetch")]
     pub prefetch: u16,
     /// How often a message may be redelivered (after a worker failure) before it is
@@ -139,6 +141,15 @@ pub struct LimitsConfig {
     /// Capacity of the in-process ingest queue in embedded mode; past it ingest answers 429.
     #[serde(default = "defaults::embedded_queue")]
     pub embedded_queue: usize,
+    /// How long the items of a `GET /v1/feed` answer wait for the participant's
+    /// confirmation, such as `30s`. Unconfirmed by then, they are delivered again.
+    #[serde(default = "defaults::feed_lease")]
+    pub feed_lease: String,
+    /// How long items stay in the feed log (the GraphQL `feed` query and subscription, the
+    /// pull views), such as `30d`; older ones are pruned. At least `reports.max_ttl`, so
+    /// nothing still valid is pruned. `0s` keeps them forever.
+    #[serde(default = "defaults::feed_retention")]
+    pub feed_retention: String,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +159,8 @@ impl Default for LimitsConfig {
             max_batch: defaults::max_batch(),
             max_feed: defaults::max_feed(),
             embedded_queue: defaults::embedded_queue(),
+            feed_lease: defaults::feed_lease(),
+            feed_retention: defaults::feed_retention(),
         }
     }
 }
@@ -268,7 +281,7 @@ mod defaults {
         2
     }
     pub fn prefetch() -> u16 {
-        64
+        1024
     }
     pub fn delivery_limit() -> u32 {
         5
@@ -284,6 +297,12 @@ mod defaults {
     }
     pub fn embedded_queue() -> usize {
         10_000
+    }
+    pub fn feed_lease() -> String {
+        "30s".to_owned()
+    }
+    pub fn feed_retention() -> String {
+        "30d".to_owned()
     }
     pub fn ttl() -> String {
         "1h".to_owned()
@@ -333,6 +352,10 @@ pub struct Settings {
     pub pseudonym_epoch: Duration,
     pub admin_token_sha256: Option<[u8; 32]>,
     pub limits: LimitsConfig,
+    /// `limits.feed_lease`, parsed.
+    pub feed_lease: Duration,
+    /// `limits.feed_retention`, parsed (`None`: forever).
+    pub feed_retention: Option<Duration>,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     pub ipv6_prefix: u8,
@@ -470,6 +493,19 @@ impl HubConfig {
                 "limits: max_batch must be positive and max_body_bytes at least 1024".into(),
             ));
         }
+        let max_ttl = duration("reports.max_ttl", &r.max_ttl)?;
+        let feed_lease = duration("limits.feed_lease", &self.limits.feed_lease)?;
+        if feed_lease < Duration::from_millis(100) || feed_lease > Duration::from_secs(3600) {
+            return Err(bad("limits.feed_lease: 100ms to 1h".into()));
+        }
+        let feed_retention = duration("limits.feed_retention", &self.limits.feed_retention)?;
+        let feed_retention = (!feed_retention.is_zero()).then_some(feed_retention);
+        if feed_retention.is_some_and(|retention| retention < max_ttl) {
+            return Err(bad(format!(
+                "limits.feed_retention: at least reports.max_ttl ({}), or 0s to keep everything",
+                r.max_ttl
+            )));
+        }
         Ok(Settings {
             listen,
             store: self.store.clone(),
@@ -478,8 +514,10 @@ impl HubConfig {
             pseudonym_epoch,
             admin_token_sha256,
             limits: self.limits.clone(),
+            feed_lease,
+            feed_retention,
             default_ttl: duration("reports.default_ttl", &r.default_ttl)?,
-            max_ttl: duration("reports.max_ttl", &r.max_ttl)?,
+            max_ttl,
             ipv6_prefix: r.ipv6_prefix,
             min_ipv4_prefix: r.min_ipv4_prefix,
             min_ipv6_prefix: r.min_ipv6_prefix,

@@ -49,6 +49,13 @@ impl DbRow {
         })
     }
 
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, HubError> {
+        Ok(match self {
+            DbRow::Sqlite(row) => row.try_get(index)?,
+            DbRow::Postgres(row) => row.try_get(index)?,
+        })
+    }
+
     pub fn opt_text(&self, index: usize) -> Result<Option<String>, HubError> {
         Ok(match self {
             DbRow::Sqlite(row) => row.try_get(index)?,
@@ -118,6 +125,35 @@ impl Store {
     }
 }
 
+/// `($1, $2), ($3, $4)`: placeholders for `rows` rows of `columns` parameters, numbered
+/// from `first`.
+pub fn row_placeholders(rows: usize, columns: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * (columns * 5 + 4));
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(first + row * columns + column).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$1, $2, $3`: `count` placeholders numbered from `first`, for an `IN` list.
+pub fn list_placeholders(count: usize, first: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A transaction; rolled back when dropped without [`Tx::commit`].
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
@@ -177,11 +213,66 @@ impl Tx {
         })
     }
 
+    /// Runs a statement built at run time (a multi-row insert, an `IN` list): only
+    /// placeholders are built, never values. Not kept as a prepared statement, since its
+    /// text varies with the number of rows.
+    pub async fn exec_built(&mut self, sql: String, args: &[Arg<'_>]) -> Result<u64, HubError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => bind_all!(sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql)), args)
+                .persistent(false)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query::<Postgres>(sqlx::AssertSqlSafe(sql)), args)
+                .persistent(false)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Like [`Tx::exec_built`], answering the rows.
+    pub async fn fetch_built(
+        &mut self,
+        sql: String,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<DbRow>, HubError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => bind_all!(sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql)), args)
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Sqlite)
+                .collect(),
+            Tx::Postgres(tx) => bind_all!(sqlx::query::<Postgres>(sqlx::AssertSqlSafe(sql)), args)
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(DbRow::Postgres)
+                .collect(),
+        })
+    }
+
     pub async fn commit(self) -> Result<(), HubError> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
             Tx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_and_lists() {
+        assert_eq!(row_placeholders(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(row_placeholders(1, 1, 4), "($4)");
+        assert_eq!(list_placeholders(3, 2), "$2, $3, $4");
+        assert_eq!(list_placeholders(0, 1), "");
     }
 }

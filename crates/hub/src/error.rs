@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 /// Everything that can go wrong in the hub.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum HubError {
     /// The configuration is wrong: nothing starts.
     #[error("configuration: {0}")]

@@ -68,6 +68,49 @@ fn gql_error(error: HubError) -> async_graphql::Error {
     async_graphql::Error::new(error.to_string()).extend_with(|_, e| e.set("code", code))
 }
 
+/// Refuses a cursor the feed log cannot continue from: one before the pruned part (the
+/// items after it are gone: `FEED_CURSOR_EXPIRED`, with `oldest`, the position to continue
+/// from knowingly), or one past the log's end (it comes from another or a reset store:
+/// `FEED_CURSOR_UNKNOWN`). 0 always means "from the oldest item kept".
+async fn check_cursor(state: &HubState, after: i64) -> async_graphql::Result<()> {
+    if after < 0 {
+        return Err(gql_error(HubError::Invalid("after is not negative".into())));
+    }
+    if after == 0 {
+        return Ok(());
+    }
+    let bounds = state
+        .pipeline
+        .store
+        .feed_bounds()
+        .await
+        .map_err(gql_error)?;
+    if after < bounds.pruned_through {
+        let oldest = bounds.pruned_through;
+        return Err(async_graphql::Error::new(format!(
+            "cursor {after} is older than the feed log kept: items up to {oldest} were pruned \
+             (limits.feed_retention). Continue from after: {oldest} (those items are missed) \
+             or start again from after: 0"
+        ))
+        .extend_with(|_, e| {
+            e.set("code", "FEED_CURSOR_EXPIRED");
+            e.set("oldest", oldest);
+        }));
+    }
+    if after > bounds.end {
+        let end = bounds.end;
+        return Err(async_graphql::Error::new(format!(
+            "cursor {after} is past the end of the feed log ({end}): it comes from another \
+             store or from before the store was reset. Start again from after: 0"
+        ))
+        .extend_with(|_, e| {
+            e.set("code", "FEED_CURSOR_UNKNOWN");
+            e.set("end", end);
+        }));
+    }
+    Ok(())
+}
+
 fn parts<'a>(ctx: &Context<'a>) -> (&'a Arc<HubState>, &'a Arc<ParticipantEntry>) {
     // Both are always attached: the state by `schema()`, the participant by `handle()`.
     (
@@ -316,8 +359,10 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
-    /// Stored reports after `after` (0 for the start) that the caller's subscription
-    /// accepts, oldest first; `cursor` continues the walk.
+    /// Stored reports after `after` (0 for the oldest kept) that the caller's subscription
+    /// accepts, oldest first; `cursor` continues the walk. A cursor older than what the
+    /// log keeps is refused with `FEED_CURSOR_EXPIRED`, one past its end with
+    /// `FEED_CURSOR_UNKNOWN`.
     async fn feed(
         &self,
         ctx: &Context<'_>,
@@ -325,11 +370,12 @@ impl QueryRoot {
         #[graphql(default = 100)] limit: i64,
     ) -> async_graphql::Result<FeedPage> {
         let (state, entry) = parts(ctx);
-        if !(1..=MAX_PAGE).contains(&limit) || after < 0 {
+        if !(1..=MAX_PAGE).contains(&limit) {
             return Err(gql_error(HubError::Invalid(format!(
-                "limit is 1 to {MAX_PAGE} and after is not negative"
+                "limit is 1 to {MAX_PAGE}"
             ))));
         }
+        check_cursor(state, after).await?;
         let rows = state
             .pipeline
             .store
@@ -361,10 +407,10 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = FeedEvent> + use<>> {
         let (state, entry) = parts(ctx);
         let cursor = match after {
-            Some(after) if after < 0 => {
-                return Err(gql_error(HubError::Invalid("after is not negative".into())));
+            Some(after) => {
+                check_cursor(state, after).await?;
+                after
             }
-            Some(after) => after,
             None => state.pipeline.store.feed_end().await.map_err(gql_error)?,
         };
         Ok(live_feed(state.clone(), entry.clone(), cursor))

@@ -70,7 +70,8 @@ pub async fn ingest(
 }
 
 /// Validates every report first (one invalid report refuses the batch, naming its index),
-/// then queues each; answers each id with whether the bus confirmed it.
+/// then queues them together; answers each id with whether the bus confirmed it. The
+/// answer comes only after every confirm (or refusal).
 pub async fn ingest_batch(
     state: &HubState,
     entry: &ParticipantEntry,
@@ -85,11 +86,9 @@ pub async fn ingest_batch(
                 .map_err(|e| HubError::Invalid(format!("reports[{index}]: {e}")))?,
         );
     }
-    let results = futures_util::future::join_all(
-        envelopes
-            .iter()
-            .map(|envelope| state.bus.submit(envelope.id, envelope.to_bytes())),
-    )
-    .await;
-    Ok(envelopes.iter().map(|e| e.id).zip(results).collect())
+    // Published together, confirmed together: one broker round (and one quorum-queue
+    // fsync) for the whole batch rather than one per report.
+    let items: Vec<(Uuid, Vec<u8>)> = envelopes.iter().map(|e| (e.id, e.to_bytes())).collect();
+    let results = state.bus.submit_many(&items).await;
+    Ok(items.into_iter().map(|(id, _)| id).zip(results).collect())
 }

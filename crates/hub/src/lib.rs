@@ -96,11 +96,17 @@ impl Hub {
         let settings = Arc::new(settings);
         let (bus, workers) = match &settings.broker {
             Some(broker) => (
-                Bus::Rabbit(Arc::new(RabbitBus::new(broker.clone()))),
+                Bus::Rabbit(Arc::new(RabbitBus::with_feed_lease(
+                    broker.clone(),
+                    settings.feed_lease,
+                ))),
                 broker.workers,
             ),
             None => (
-                Bus::Memory(Arc::new(MemoryBus::new(settings.limits.embedded_queue))),
+                Bus::Memory(Arc::new(MemoryBus::with_feed_lease(
+                    settings.limits.embedded_queue,
+                    settings.feed_lease,
+                ))),
                 1,
             ),
         };

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::anonymise::{Pseudonymiser, Redactor};
 use crate::config::Settings;
 use crate::error::HubError;
-use crate::feed::{FeedRow, Sighting};
+use crate::feed::{BatchEntry, FeedRow, Sighting, StoredBatch, StoredState, TrustRecord};
 use crate::normalise::{NormaliseContext, RawReport, normalise};
 use crate::store::{Participant, Store, StoredReport};
 use crate::trust::organisation_key;
@@ -156,6 +156,9 @@ pub struct Pipeline {
     /// Woken whenever this process appends to the feed log (GraphQL subscriptions wait on
     /// it; they also poll, for items appended by other hub processes).
     pub feed_notify: Notify,
+    /// Taken by the workers' batch writes, so that they queue here rather than in SQLite's
+    /// busy handler, which sleeps and retries (up to 100 ms a turn).
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Pipeline {
@@ -168,6 +171,7 @@ impl Pipeline {
             participants: Mutex::new(HashMap::new()),
             inflight: Arc::new(Inflight::default()),
             feed_notify: Notify::new(),
+            writer: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -192,6 +196,20 @@ impl Pipeline {
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
         }
+    }
+
+    /// Claims `id` unless another worker of this process handles it now.
+    fn try_claim(&self, id: Uuid) -> Option<Claim> {
+        let inserted = self
+            .inflight
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        inserted.then(|| Claim {
+            id,
+            inflight: self.inflight.clone(),
+        })
     }
 
     /// The participant with this id, from a cache in front of the store.
@@ -236,6 +254,53 @@ impl Pipeline {
         if let Some(outcome) = self.resume(envelope.id, now).await? {
             return Ok(outcome.with_claim(claim));
         }
+        let trust_records = &mut HashMap::new();
+        let Prepared {
+            report,
+            stored,
+            sighting,
+        } = self.prepare(&envelope, trust_records).await?;
+        let inserted = self
+            .store
+            .insert_sighting(&stored, sighting.as_ref(), &self.settings.trust, now)
+            .await
+            .map_err(ProcessError::Transient)?;
+        if !inserted {
+            // Another worker (of another hub process) stored it meanwhile.
+            return self
+                .resume(envelope.id, now)
+                .await?
+                .map(|outcome| outcome.with_claim(claim))
+                .ok_or_else(|| ProcessError::Transient(HubError::Store("report vanished".into())));
+        }
+        if let Some(allowed) = sighting
+            .as_ref()
+            .filter(|s| s.allowlisted)
+            .and(report.indicators.ip)
+        {
+            tracing::info!(indicator = %allowed, "an allowlisted indicator was reported; it is not published");
+        }
+        let items = match sighting.filter(|s| !s.allowlisted) {
+            Some(sighting) => self
+                .evaluate(&sighting.indicator, now, report.id)
+                .await
+                .map_err(ProcessError::Transient)?,
+            None => Vec::new(),
+        };
+        Ok(Outcome::Publish {
+            report_id: report.id,
+            items,
+            claim,
+        })
+    }
+
+    /// Normalises and anonymises one envelope into the report to store and its sighting.
+    /// `trust_records` caches reporters' trust within a batch.
+    async fn prepare(
+        &self,
+        envelope: &Envelope,
+        trust_records: &mut HashMap<String, TrustRecord>,
+    ) -> Result<Prepared, ProcessError> {
         let entry = self
             .participant(&envelope.participant)
             .await
@@ -245,11 +310,18 @@ impl Pipeline {
         let epoch = self.pseudonymiser.epoch_at(envelope.received_at);
         let pseudonym = self.pseudonymiser.pseudonym(&entry.participant.id, epoch);
         let trust = &self.settings.trust;
-        let record = self
-            .store
-            .trust_record(&entry.participant.id)
-            .await
-            .map_err(ProcessError::Transient)?;
+        let record = match trust_records.get(&entry.participant.id) {
+            Some(record) => *record,
+            None => {
+                let record = self
+                    .store
+                    .trust_record(&entry.participant.id)
+                    .await
+                    .map_err(ProcessError::Transient)?;
+                trust_records.insert(entry.participant.id.clone(), record);
+                record
+            }
+        };
         let context = NormaliseContext {
             settings: &self.settings,
             redactor: &entry.redactor,
@@ -286,38 +358,130 @@ impl Pipeline {
             valid_until_ms: report.valid_until.timestamp_millis(),
             body: String::from_utf8(body).expect("JSON is UTF-8"),
         };
-        let inserted = self
-            .store
-            .insert_sighting(&stored, sighting.as_ref(), trust, now)
-            .await
-            .map_err(ProcessError::Transient)?;
-        if !inserted {
-            // Another worker (of another hub process) stored it meanwhile.
-            return self
-                .resume(envelope.id, now)
-                .await?
-                .map(|outcome| outcome.with_claim(claim))
-                .ok_or_else(|| ProcessError::Transient(HubError::Store("report vanished".into())));
-        }
-        if let Some(allowed) = sighting
-            .as_ref()
-            .filter(|s| s.allowlisted)
-            .and(report.indicators.ip)
-        {
-            tracing::info!(indicator = %allowed, "an allowlisted indicator was reported; it is not published");
-        }
-        let items = match sighting.filter(|s| !s.allowlisted) {
-            Some(sighting) => self
-                .evaluate(&sighting.indicator, now, report.id)
-                .await
-                .map_err(ProcessError::Transient)?,
-            None => Vec::new(),
-        };
-        Ok(Outcome::Publish {
-            report_id: report.id,
-            items,
-            claim,
+        Ok(Prepared {
+            report,
+            stored,
+            sighting,
         })
+    }
+
+    /// Processes a batch of messages from the ingest queue: every new report is stored and
+    /// every indicator decided in one transaction (see [`Store::store_batch`]). The caller
+    /// publishes [`Batch::items`], calls [`Pipeline::batch_published`], then settles each
+    /// message by its [`BatchOutcome`].
+    pub async fn process_batch(&self, messages: &[&[u8]]) -> Batch {
+        self.process_batch_at(messages, Utc::now()).await
+    }
+
+    /// [`Pipeline::process_batch`] as if the time were `now`.
+    pub async fn process_batch_at(&self, messages: &[&[u8]], now: DateTime<Utc>) -> Batch {
+        let mut outcomes: Vec<BatchOutcome> = Vec::with_capacity(messages.len());
+        let mut claims = Vec::new();
+        let mut prepared: Vec<(usize, Prepared)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut trust_records = HashMap::new();
+        for bytes in messages {
+            let index = outcomes.len();
+            let envelope = match Envelope::from_bytes(bytes) {
+                Ok(envelope) => envelope,
+                Err(reason) => {
+                    outcomes.push(BatchOutcome::Poison(reason));
+                    continue;
+                }
+            };
+            if !seen.insert(envelope.id) {
+                // A second copy in this batch: the first one stands for it (and is requeued
+                // with it if it cannot be processed).
+                outcomes.push(BatchOutcome::Duplicate);
+                continue;
+            }
+            let Some(claim) = self.try_claim(envelope.id) else {
+                outcomes.push(BatchOutcome::Alone);
+                continue;
+            };
+            match self.prepare(&envelope, &mut trust_records).await {
+                Ok(ready) => {
+                    claims.push(claim);
+                    prepared.push((index, ready));
+                    outcomes.push(BatchOutcome::Done);
+                }
+                Err(ProcessError::Poison(reason)) => outcomes.push(BatchOutcome::Poison(reason)),
+                Err(ProcessError::Transient(_)) => outcomes.push(BatchOutcome::Alone),
+            }
+        }
+        let writing = self.writer.lock().await;
+        let entries: Vec<BatchEntry<'_>> = prepared
+            .iter()
+            .map(|(_, p)| BatchEntry {
+                report: &p.stored,
+                sighting: p.sighting.as_ref(),
+            })
+            .collect();
+        let stored = if entries.is_empty() {
+            Ok(StoredBatch {
+                states: Vec::new(),
+                rows: Vec::new(),
+            })
+        } else {
+            self.store
+                .store_batch(&entries, &self.settings.trust, now)
+                .await
+        };
+        drop(writing);
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(error) => {
+                // One bad report must not hold up the others: each goes the single way,
+                // where a failure concerns it alone.
+                tracing::warn!(%error, reports = prepared.len(), "a batch could not be stored; processing its reports one by one");
+                for (index, _) in &prepared {
+                    outcomes[*index] = BatchOutcome::Alone;
+                }
+                return Batch {
+                    outcomes,
+                    items: Vec::new(),
+                    reports: Vec::new(),
+                    claims: Vec::new(),
+                };
+            }
+        };
+        self.feed_appended(&stored.rows);
+        let mut reports = Vec::with_capacity(prepared.len());
+        for ((index, ready), state) in prepared.iter().zip(&stored.states) {
+            match state {
+                StoredState::Done => outcomes[*index] = BatchOutcome::Duplicate,
+                StoredState::New | StoredState::Unfinished => {
+                    if let Some(allowed) = ready
+                        .sighting
+                        .as_ref()
+                        .filter(|s| s.allowlisted)
+                        .and(ready.report.indicators.ip)
+                    {
+                        tracing::info!(indicator = %allowed, "an allowlisted indicator was reported; it is not published");
+                    }
+                    reports.push(ready.stored.id);
+                }
+            }
+        }
+        Batch {
+            outcomes,
+            items: stored.rows,
+            reports,
+            claims,
+        }
+    }
+
+    /// Records that a batch's feed items reached the participants' exchange and that its
+    /// reports are done, then releases its report ids.
+    pub async fn batch_published(&self, batch: &mut Batch) -> Result<(), HubError> {
+        let writing = self.writer.lock().await;
+        let result = self
+            .store
+            .mark_batch_published(&batch.reports, &batch.items)
+            .await;
+        drop(writing);
+        batch.claims.clear();
+        result
     }
 
     /// Evaluates an indicator after a report of it; the feed rows appended.
@@ -404,6 +568,40 @@ impl Pipeline {
         }
         self.store.mark_published(report_id).await
     }
+}
+
+/// A report ready to store.
+struct Prepared {
+    report: ThreatReport,
+    stored: StoredReport,
+    sighting: Option<Sighting>,
+}
+
+/// What to do with one message of a batch once the batch's items are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Stored and decided (or taken up again after an unfinished attempt): acknowledge it.
+    Done,
+    /// Processed before, or a second copy within the batch: acknowledge it.
+    Duplicate,
+    /// Process it on its own, after the batch: another worker handles its id now, or the
+    /// batch could not be stored.
+    Alone,
+    /// It can never be processed: dead-letter it with this reason.
+    Poison(String),
+}
+
+/// A processed batch: feed items to publish and what to do with each message.
+#[derive(Debug)]
+pub struct Batch {
+    /// One per message, in order.
+    pub outcomes: Vec<BatchOutcome>,
+    /// Committed feed items to publish, in log order.
+    pub items: Vec<FeedRow>,
+    /// Reports to mark done once the items are published.
+    pub reports: Vec<Uuid>,
+    /// Held until the batch is published and marked.
+    claims: Vec<Claim>,
 }
 
 /// A stored report found again.

@@ -5,7 +5,8 @@
 //! | --- | --- | --- |
 //! | `POST /v1/reports` | participant | one report; 202 `{"id"}` once the broker confirmed it |
 //! | `POST /v1/reports/batch` | participant | `{"reports": [...]}` or `[...]`; all validated first |
-//! | `GET /v1/feed?max=N&wait_ms=M` | participant | reports from the participant's queue |
+//! | `GET /v1/feed?max=N&wait_ms=M&ack=TOKEN` | participant | reports from the participant's queue, delivered again unless confirmed |
+//! | `POST /v1/feed/ack` | participant | confirms a feed answer by its token |
 //! | `POST /admin/participants` | admin | register (API key, certificate or both); answers the API key, shown once |
 //! | `POST /admin/participants/{id}/keys` | admin | another API key |
 //! | `POST /admin/withdrawals` | admin | withdraw a published indicator as a false positive |
@@ -28,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::HubState;
 use crate::auth::{generate_api_key, hash_api_key, token_matches};
+use crate::bus::Confirm;
 use crate::credentials::{AuthMode, Caller, CertMatch, NewCredentials};
 use crate::error::HubError;
 use crate::normalise::RawReport;
@@ -64,6 +66,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/reports", post(ingest_one))
         .route("/v1/reports/batch", post(ingest_batch))
         .route("/v1/feed", get(feed))
+        .route("/v1/feed/ack", post(feed_ack))
         .route("/admin/participants", post(register))
         .route("/admin/participants/{id}/keys", post(add_key))
         .route("/admin/withdrawals", post(withdraw))
@@ -182,8 +185,27 @@ async fn ingest_batch(
 struct FeedQuery {
     max: Option<usize>,
     wait_ms: Option<u64>,
+    /// The token of the previous answer, to confirm it. Present (even empty): the caller
+    /// confirms every answer explicitly.
+    ack: Option<String>,
 }
 
+/// A feed token as a caller sends it back: the hub makes them as 32 hex digits.
+fn feed_token(text: &str) -> Result<&str, HubError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(HubError::Invalid(format!(
+            "ack: `{}` is not a feed token; pass back the `ack` of a previous answer",
+            text.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(text)
+}
+
+/// `GET /v1/feed`: the next items of the participant's queue. They stay on the queue until
+/// the answer is confirmed (`ack=TOKEN` on the next call, or `POST /v1/feed/ack`); a call
+/// without `ack` confirms the caller's earlier answers to calls without `ack`. Unconfirmed
+/// within `limits.feed_lease`, they are delivered again.
 async fn feed(
     State(state): State<Arc<HubState>>,
     caller: Caller,
@@ -195,12 +217,43 @@ async fn feed(
         .unwrap_or(100)
         .clamp(1, state.settings.limits.max_feed);
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_FEED_WAIT);
-    let messages = state.bus.fetch(&entry.participant.id, max, wait).await?;
-    let reports: Vec<Value> = messages
-        .iter()
-        .filter_map(|m| serde_json::from_slice(m).ok())
-        .collect();
-    Ok(axum::Json(json!({ "reports": reports })).into_response())
+    let confirm = match query.ack.as_deref() {
+        None => Confirm::Implicit,
+        Some(text) if text.trim().is_empty() => Confirm::Explicit(None),
+        Some(text) => Confirm::Explicit(Some(feed_token(text)?.to_owned())),
+    };
+    let answer = state
+        .bus
+        .fetch(&entry.participant.id, max, wait, &confirm)
+        .await?;
+    let mut body = json!({ "reports": answer.items });
+    if let Some(ack) = answer.ack {
+        body["ack"] = json!(ack);
+    }
+    if let Some(confirmed) = answer.confirmed {
+        body["confirmed"] = json!(confirmed);
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedAck {
+    ack: String,
+}
+
+/// `POST /v1/feed/ack` `{"ack": TOKEN}`: confirms a feed answer without asking for more.
+/// `{"confirmed": false}` when its lease had ended (its items come again).
+async fn feed_ack(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    let entry = caller.authenticate(&state).await?;
+    let request: FeedAck = parse_json(&body)?;
+    let token = feed_token(&request.ack)?;
+    let confirmed = state.bus.confirm_feed(&entry.participant.id, token).await;
+    Ok(axum::Json(json!({ "confirmed": confirmed })).into_response())
 }
 
 pub(crate) fn require_admin(state: &HubState, headers: &HeaderMap) -> Result<(), HubError> {

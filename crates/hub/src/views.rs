@@ -14,7 +14,8 @@
 //! | --- | --- | --- |
 //! | `GET /v1/reports?after=CURSOR&limit=N` | participant | published reports after the cursor: `{"reports", "cursor"}` |
 //! | `GET /v1/stix?after=CURSOR&limit=N` | participant | the same page as a STIX 2.1 bundle; the next cursor in `X-Apiguard-Cursor` |
-//! | `GET /admin/participants` | admin | every participant with its credentials (never keys) |
+//! | `GET /admin/participants` | admin | every participant with its credentials (never keys) and trust |
+//! | `GET /admin/participants/{id}/trust` | admin | one participant's trust: score, weight, corroborations, contradictions |
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use apiguard_model::threat::ThreatReport;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +35,7 @@ use uuid::Uuid;
 use crate::HubState;
 use crate::credentials::{Caller, CertMatch};
 use crate::error::HubError;
+use crate::feed::TrustRecord;
 use crate::store::{Store, execute, fetch_all};
 
 /// How long a published report waits before the pull views show it.
@@ -238,6 +240,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/reports", get(reports))
         .route("/v1/stix", get(stix_bundle))
         .route("/admin/participants", get(participants))
+        .route("/admin/participants/{id}/trust", get(participant_trust))
         .with_state(state)
 }
 
@@ -307,9 +310,11 @@ async fn participants(
 ) -> Result<Response, HubError> {
     crate::rest::require_admin(&state, &headers)?;
     let list = crate::credentials::list(&state.pipeline.store).await?;
+    let trust = state.pipeline.store.trust_records().await?;
     let participants: Vec<Value> = list
         .into_iter()
         .map(|p| {
+            let record = trust.get(&p.participant.id).copied().unwrap_or_default();
             json!({
                 "id": p.participant.id,
                 "name": p.participant.name,
@@ -321,10 +326,49 @@ async fn participants(
                     CertMatch::Sha256(v) => json!({"sha256": v}),
                     CertMatch::Subject(v) => json!({"subject": v}),
                 }).collect::<Vec<_>>(),
+                "trust": trust_json(&state, &record),
             })
         })
         .collect();
     Ok(axum::Json(json!({ "participants": participants })).into_response())
+}
+
+/// A participant's trust as the admin API shows it (docs/hub.md, "Trust model").
+fn trust_json(state: &HubState, record: &TrustRecord) -> Value {
+    let settings = &state.settings.trust;
+    let score = settings.score(record.evidence);
+    json!({
+        "score": (score * 1000.0).round() / 1000.0,
+        "weight": (settings.weight(score) * 1000.0).round() / 1000.0,
+        "corroborations": record.corroborated,
+        "contradictions": record.contradicted,
+        "evidence": {
+            "positive": record.evidence.positive,
+            "negative": record.evidence.negative,
+        },
+    })
+}
+
+/// `GET /admin/participants/{id}/trust`: one participant's trust score, the weight its
+/// reports carry, and the evidence behind them.
+async fn participant_trust(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, HubError> {
+    crate::rest::require_admin(&state, &headers)?;
+    let store = &state.pipeline.store;
+    let Some(participant) = store.participant(&id).await? else {
+        return Err(HubError::NotFound(format!("no participant `{id}`")));
+    };
+    let record = store.trust_record(&participant.id).await?;
+    Ok(axum::Json(json!({
+        "id": participant.id,
+        "name": participant.name,
+        "organisation": participant.organisation,
+        "trust": trust_json(&state, &record),
+    }))
+    .into_response())
 }
 
 #[cfg(test)]

@@ -202,3 +202,92 @@ async fn graphql_errors_are_clear() {
     );
     common::stop_and_clean(hub).await;
 }
+
+/// Reports `count` addresses over GraphQL and waits until `reader` has them all in its feed;
+/// answers the cursor after them.
+async fn report_and_read(
+    client: &reqwest::Client,
+    base: &str,
+    [reporter, reader]: [&str; 2],
+    first_octet: u8,
+    count: u8,
+) -> i64 {
+    for n in 0..count {
+        let input = json!({"attack": "sqli", "sourceIp": format!("203.0.{first_octet}.{}", n + 1)});
+        let answer = graphql(client, base, reporter, REPORT, json!({ "input": input })).await;
+        assert_eq!(answer["data"]["report"]["status"], "accepted", "{answer}");
+    }
+    let mut seen = 0;
+    let mut cursor = 0;
+    for _ in 0..100 {
+        let answer = graphql(client, base, reader, FEED, json!({ "after": cursor })).await;
+        seen += answer["data"]["feed"]["reports"].as_array().unwrap().len();
+        cursor = answer["data"]["feed"]["cursor"].as_i64().unwrap();
+        if seen >= usize::from(count) {
+            return cursor;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("only {seen} of {count} reports reached the feed");
+}
+
+/// A cursor the log cannot continue from is refused clearly, never silently restarted or
+/// stuck: one from before what the log keeps (pruned), and one past its end (another or a
+/// reset store). 0 keeps meaning "from the oldest item kept".
+#[tokio::test]
+async fn graphql_feed_refuses_pruned_and_unknown_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, base, [zeta, eta, _]) = start(common::settings(""), &dir).await;
+    let client = reqwest::Client::new();
+    let old = report_and_read(&client, &base, [&zeta, &eta], 1, 3).await;
+    assert!(old > 0);
+
+    let answer = graphql(&client, &base, &eta, FEED, json!({ "after": old + 1000 })).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "FEED_CURSOR_UNKNOWN",
+        "{answer}"
+    );
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after: 0"),
+        "the error says how to go on: {answer}"
+    );
+
+    // Everything so far passes the retention (pruned as the sweep would), then more comes.
+    let pruned = hub
+        .state()
+        .pipeline
+        .store
+        .prune_feed(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3);
+    report_and_read(&client, &base, [&zeta, &eta], 2, 2).await;
+
+    let answer = graphql(&client, &base, &eta, FEED, json!({ "after": 1 })).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "FEED_CURSOR_EXPIRED",
+        "{answer}"
+    );
+    let oldest = answer["errors"][0]["extensions"]["oldest"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(oldest, old, "continue from the last item pruned");
+    // The cursor right after the pruned part, and 0, both go on with what is kept.
+    for after in [oldest, 0] {
+        let answer = graphql(&client, &base, &eta, FEED, json!({ "after": after })).await;
+        let ips: Vec<&str> = answer["data"]["feed"]["reports"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .iter()
+            .map(|r| r["indicators"]["ip"].as_str().unwrap())
+            .collect();
+        assert_eq!(ips, vec!["203.0.2.1", "203.0.2.2"], "after {after}");
+    }
+    // A consumer that kept its cursor up to the pruned part loses nothing: it goes on.
+    let answer = graphql(&client, &base, &eta, FEED, json!({ "after": old })).await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    common::stop_and_clean(hub).await;
+}

@@ -424,7 +424,9 @@ async fn participants_authenticate_by_key_certificate_or_both() {
 async fn required_client_certificates_and_bad_tls_configs() {
     let pki = TestPki::new();
     let pem = pki.write_pem_files().unwrap();
-    let settings = common::settings(&tls_yaml(&pem, "  client_auth: required\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&tls_yaml(&pem, "  client_auth: required\n"));
+    settings.store = format!("sqlite://{}", dir.path().join("hub.db").display());
     let hub = Hub::start(settings).await.unwrap();
     let addr = hub.local_addr();
     // Without a certificate the handshake (or the first read, in TLS 1.3) fails.

@@ -315,3 +315,63 @@ async fn the_subscription_is_authenticated() {
         .unwrap();
     assert_eq!(closed["closed"], 1001, "{closed}");
 }
+
+/// A subscription resuming from a cursor the log no longer holds is refused with the
+/// reason, not resumed from somewhere else.
+#[tokio::test]
+async fn a_subscription_from_a_pruned_or_unknown_cursor_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&common::admin_line());
+    settings.store = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let hub = Hub::start(settings).await.unwrap();
+    let base = format!("http://{}", hub.local_addr());
+    let client = reqwest::Client::new();
+    let (_, alpha) = common::register(
+        &client,
+        &base,
+        json!({"name": "alpha", "organisation": "Alpha"}),
+    )
+    .await;
+    let (_, beta) = common::register(
+        &client,
+        &base,
+        json!({"name": "beta", "organisation": "Beta"}),
+    )
+    .await;
+    for n in 1..=3 {
+        post(
+            &client,
+            &base,
+            &alpha,
+            json!({"attack": "sqli", "source_ip": format!("203.0.113.{n}")}),
+        )
+        .await;
+    }
+    let mut socket = subscribe(&base, &beta, Some(0)).await;
+    assert_eq!(
+        events(&mut socket, 3, Duration::from_secs(10)).await.len(),
+        3
+    );
+    drop(socket);
+    let store = &hub.state().pipeline.store;
+    store
+        .prune_feed(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    for (after, code) in [
+        (1, "FEED_CURSOR_EXPIRED"),
+        (1_000_000, "FEED_CURSOR_UNKNOWN"),
+    ] {
+        let mut socket = subscribe(&base, &beta, Some(after)).await;
+        let message = next_json(&mut socket, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // graphql-transport-ws carries a resolver's error as a `next` with `errors`.
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(
+            message["payload"]["errors"][0]["extensions"]["code"], code,
+            "{message}"
+        );
+    }
+    common::stop_and_clean(hub).await;
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::FeedAnswer;
+use super::lease::{Confirm, Leases};
 use crate::error::HubError;
 use crate::feed::FeedRow;
 use crate::subscription::Subscription;
@@ -29,11 +31,20 @@ pub struct MemoryBus {
     feeds: Mutex<HashMap<String, Feed>>,
     dead: Mutex<VecDeque<(String, Vec<u8>)>>,
     arrived: Notify,
+    /// Feed answers awaiting confirmation: `(participant, items)`.
+    leases: Leases<(String, Vec<Vec<u8>>)>,
 }
 
 impl MemoryBus {
-    /// A bus whose ingest channel holds `capacity` raw reports.
+    /// A bus whose ingest channel holds `capacity` raw reports, with the default feed lease
+    /// (30 s).
     pub fn new(capacity: usize) -> Self {
+        Self::with_feed_lease(capacity, Duration::from_secs(30))
+    }
+
+    /// A bus whose ingest channel holds `capacity` raw reports and whose feed answers are
+    /// delivered again when not confirmed within `feed_lease`.
+    pub fn with_feed_lease(capacity: usize, feed_lease: Duration) -> Self {
         let (ingest, receiver) = mpsc::channel(capacity.max(1));
         Self {
             ingest,
@@ -41,6 +52,7 @@ impl MemoryBus {
             feeds: Mutex::new(HashMap::new()),
             dead: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
+            leases: Leases::new(feed_lease),
         }
     }
 
@@ -104,10 +116,33 @@ impl MemoryBus {
     }
 
     /// Takes up to `max` messages from a participant's queue, waiting up to `wait` for the
-    /// first.
-    pub async fn fetch(&self, id: &str, max: usize, wait: Duration) -> Vec<Vec<u8>> {
+    /// first. They stay leased until confirmed (see [`Confirm`]); unconfirmed, they go back
+    /// to the head of the queue when the lease ends.
+    pub async fn fetch(
+        &self,
+        id: &str,
+        max: usize,
+        wait: Duration,
+        confirm: &Confirm,
+    ) -> Result<FeedAnswer, HubError> {
+        // Expired leases first: a client back after its lease ended gets the items again
+        // rather than confirming them unseen.
+        self.release_expired();
+        let confirmed = match confirm {
+            Confirm::Implicit => {
+                drop(self.leases.take_implicit(id));
+                None
+            }
+            Confirm::Explicit(None) => None,
+            Confirm::Explicit(Some(token)) => Some(self.confirm(id, token)),
+        };
+        if !self.leases.has_room() {
+            return Err(HubError::Overloaded(
+                "too many feed answers await their confirmation".into(),
+            ));
+        }
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
+        let items = loop {
             let notified = self.arrived.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -117,13 +152,57 @@ impl MemoryBus {
                     && !feed.queue.is_empty()
                 {
                     let take = max.min(feed.queue.len());
-                    return feed.queue.drain(..take).collect();
+                    break feed.queue.drain(..take).collect::<Vec<_>>();
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Vec::new();
+                break Vec::new();
+            }
+        };
+        if items.is_empty() {
+            return Ok(FeedAnswer {
+                items: Vec::new(),
+                ack: None,
+                confirmed,
+            });
+        }
+        let answer = items
+            .iter()
+            .filter_map(|item| serde_json::from_slice(item).ok())
+            .collect();
+        let implicit = *confirm == Confirm::Implicit;
+        let (token, evicted) = self.leases.insert(id, implicit, (id.to_owned(), items));
+        for lease in evicted {
+            self.release(lease);
+        }
+        Ok(FeedAnswer {
+            items: answer,
+            ack: Some(token),
+            confirmed,
+        })
+    }
+
+    /// Confirms a feed answer; false when the token is unknown (released, or never given).
+    pub fn confirm(&self, id: &str, token: &str) -> bool {
+        self.leases.take(id, token).is_some()
+    }
+
+    /// Puts the items of leases whose time is up back into their queues.
+    pub fn release_expired(&self) {
+        for lease in self.leases.take_expired() {
+            self.release(lease);
+        }
+    }
+
+    fn release(&self, (participant, items): (String, Vec<Vec<u8>>)) {
+        let mut feeds = lock(&self.feeds);
+        if let Some(feed) = feeds.get_mut(&participant) {
+            for item in items.into_iter().rev() {
+                feed.queue.push_front(item);
             }
         }
+        drop(feeds);
+        self.arrived.notify_waiters();
     }
 }
 

@@ -3,6 +3,7 @@
 //! submit returns once the raw report is queued (confirmed by the broker), or refuses with
 //! [`HubError::Overloaded`] when the ingest queue is full.
 
+pub mod lease;
 pub mod memory;
 pub mod rabbit;
 
@@ -15,11 +16,28 @@ use uuid::Uuid;
 
 use crate::error::HubError;
 use crate::feed::FeedRow;
-use crate::pipeline::{Outcome, Pipeline, ProcessError};
+use crate::pipeline::{BatchOutcome, Outcome, Pipeline, ProcessError};
 use crate::subscription::Subscription;
 
+pub use lease::Confirm;
 pub use memory::MemoryBus;
 pub use rabbit::RabbitBus;
+
+/// Most messages an embedded worker processes as one batch.
+const MEMORY_BATCH: usize = 256;
+
+/// One answer of a participant's feed.
+#[derive(Debug, Default)]
+pub struct FeedAnswer {
+    /// Feed items (canonical reports and withdrawals), in order.
+    pub items: Vec<serde_json::Value>,
+    /// The token that confirms this answer; `None` when it is empty. Unconfirmed, its items
+    /// are delivered again once the lease (`limits.feed_lease`) ends.
+    pub ack: Option<String>,
+    /// Whether the answer the call confirmed by token was still leased (`None`: the call
+    /// named no token). False means its items were (or will be) delivered again.
+    pub confirmed: Option<bool>,
+}
 
 /// RabbitMQ or in-process.
 #[derive(Clone)]
@@ -34,6 +52,18 @@ impl Bus {
         match self {
             Bus::Rabbit(bus) => bus.submit(id, &bytes).await,
             Bus::Memory(bus) => bus.submit(bytes),
+        }
+    }
+
+    /// Queues many raw reports together; one result per report, in order. On RabbitMQ the
+    /// publishes are pipelined and their confirms awaited together.
+    pub async fn submit_many(&self, items: &[(Uuid, Vec<u8>)]) -> Vec<Result<(), HubError>> {
+        match self {
+            Bus::Rabbit(bus) => bus.submit_many(items).await,
+            Bus::Memory(bus) => items
+                .iter()
+                .map(|(_, bytes)| bus.submit(bytes.clone()))
+                .collect(),
         }
     }
 
@@ -64,16 +94,35 @@ impl Bus {
         }
     }
 
-    /// Takes up to `max` feed items (canonical JSON) from a participant's queue.
+    /// Takes up to `max` feed items (canonical JSON) from a participant's queue, waiting up to
+    /// `wait` for the first, after confirming earlier answers as `confirm` says. The items
+    /// stay on the bus until their answer is confirmed.
     pub async fn fetch(
         &self,
         participant_id: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Vec<u8>>, HubError> {
+        confirm: &Confirm,
+    ) -> Result<FeedAnswer, HubError> {
         match self {
-            Bus::Rabbit(bus) => bus.fetch(participant_id, max, wait).await,
-            Bus::Memory(bus) => Ok(bus.fetch(participant_id, max, wait).await),
+            Bus::Rabbit(bus) => bus.fetch(participant_id, max, wait, confirm).await,
+            Bus::Memory(bus) => bus.fetch(participant_id, max, wait, confirm).await,
+        }
+    }
+
+    /// Confirms a feed answer by its token; false when it is no longer leased.
+    pub async fn confirm_feed(&self, participant_id: &str, token: &str) -> bool {
+        match self {
+            Bus::Rabbit(bus) => bus.confirm(participant_id, token).await,
+            Bus::Memory(bus) => bus.confirm(participant_id, token),
+        }
+    }
+
+    /// Releases feed answers whose lease ended: their items are delivered again.
+    pub async fn release_expired_feed(&self) {
+        match self {
+            Bus::Rabbit(bus) => bus.release_expired().await,
+            Bus::Memory(bus) => bus.release_expired(),
         }
     }
 
@@ -120,45 +169,74 @@ async fn run_memory_worker(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let bytes = tokio::select! {
+        let first = tokio::select! {
             _ = stop.changed() => return,
             bytes = receiver.recv() => match bytes {
                 Some(bytes) => bytes,
                 None => return,
             },
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match pipeline.process(&bytes).await {
-                Ok(Outcome::Publish {
-                    report_id,
-                    items,
-                    claim,
-                }) => {
-                    for item in &items {
-                        bus.publish(item);
-                    }
-                    if let Err(error) = pipeline.published(report_id, &items).await {
-                        warn!(%error, "could not mark a report published");
-                    }
-                    drop(claim);
-                }
-                Ok(Outcome::Duplicate) => {}
-                Err(ProcessError::Poison(reason)) => {
+        let mut messages = vec![first];
+        while messages.len() < MEMORY_BATCH {
+            match receiver.try_recv() {
+                Ok(bytes) => messages.push(bytes),
+                Err(_) => break,
+            }
+        }
+        let views: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let mut batch = pipeline.process_batch(&views).await;
+        for item in &batch.items {
+            bus.publish(item);
+        }
+        if let Err(error) = pipeline.batch_published(&mut batch).await {
+            warn!(%error, "could not mark a batch published");
+        }
+        for (bytes, outcome) in messages.into_iter().zip(batch.outcomes) {
+            match outcome {
+                BatchOutcome::Done | BatchOutcome::Duplicate => {}
+                BatchOutcome::Poison(reason) => {
                     warn!(%reason, "dead-lettering a raw report");
                     bus.dead_letter(bytes, reason);
                 }
-                Err(ProcessError::Transient(error)) if attempt < 5 => {
-                    warn!(%error, attempt, "a raw report could not be processed now; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                    continue;
-                }
-                Err(ProcessError::Transient(error)) => {
-                    bus.dead_letter(bytes, format!("gave up after {attempt} attempts: {error}"));
-                }
+                BatchOutcome::Alone => process_alone(&bus, &pipeline, bytes).await,
             }
-            break;
         }
+    }
+}
+
+/// The single way for one message, with retries of transient failures.
+async fn process_alone(bus: &MemoryBus, pipeline: &Pipeline, bytes: Vec<u8>) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match pipeline.process(&bytes).await {
+            Ok(Outcome::Publish {
+                report_id,
+                items,
+                claim,
+            }) => {
+                for item in &items {
+                    bus.publish(item);
+                }
+                if let Err(error) = pipeline.published(report_id, &items).await {
+                    warn!(%error, "could not mark a report published");
+                }
+                drop(claim);
+            }
+            Ok(Outcome::Duplicate) => {}
+            Err(ProcessError::Poison(reason)) => {
+                warn!(%reason, "dead-lettering a raw report");
+                bus.dead_letter(bytes, reason);
+            }
+            Err(ProcessError::Transient(error)) if attempt < 5 => {
+                warn!(%error, attempt, "a raw report could not be processed now; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                continue;
+            }
+            Err(ProcessError::Transient(error)) => {
+                bus.dead_letter(bytes, format!("gave up after {attempt} attempts: {error}"));
+            }
+        }
+        return;
     }
 }

@@ -14,17 +14,22 @@
 //! Every broker operation has a timeout: after a broker restart lapin can leave a publish,
 //! confirm or ack waiting forever (lapin #450), so a timeout counts as a dead connection,
 //! which is dropped; the next operation reconnects and redeclares the topology.
+//!
+//! Throughput comes from doing things together: a batch of reports is published at once and
+//! its confirms awaited together (one quorum-queue fsync covers many), a worker takes every
+//! delivery waiting for it (up to `prefetch`) and stores them in one transaction, and a feed
+//! call consumes (the broker pushes) instead of polling with `basic.get`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{
@@ -34,11 +39,22 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::FeedAnswer;
+use super::lease::{Confirm, Leases};
 use crate::config::BrokerSettings;
 use crate::error::HubError;
 use crate::feed::FeedRow;
-use crate::pipeline::{Outcome, Pipeline, ProcessError};
+use crate::pipeline::{Batch, BatchOutcome, Outcome, Pipeline, ProcessError};
 use crate::subscription::Subscription;
+
+/// Most deliveries a worker stores in one transaction.
+const MAX_BATCH: usize = 256;
+/// Stored batches a worker may have waiting for their feed items' confirms at once.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// After a feed call's first delivery, how long it waits for the next one before answering
+/// with what it has (the broker pushes up to `max` at once; they arrive within this).
+const FEED_GAP: Duration = Duration::from_millis(2);
 
 /// The header naming why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-apiguard-reason";
@@ -48,11 +64,29 @@ struct Live {
     publisher: Channel,
 }
 
+/// A feed answer awaiting confirmation: its channel holds the deliveries unacknowledged;
+/// closing the channel gives them back to the queue.
+struct FeedLease {
+    channel: Channel,
+    /// The last delivery taken (every earlier one on the channel was taken too).
+    last_tag: u64,
+}
+
+/// One publish of a pipelined group.
+struct Publication<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a [u8],
+    properties: BasicProperties,
+    mandatory: bool,
+}
+
 /// The RabbitMQ bus.
 pub struct RabbitBus {
     settings: BrokerSettings,
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
     participants: Mutex<HashMap<String, Subscription>>,
+    leases: Leases<FeedLease>,
 }
 
 async fn within<T, E: std::fmt::Display>(
@@ -67,6 +101,20 @@ async fn within<T, E: std::fmt::Display>(
             "{what}: no answer within {limit:?}"
         ))),
     }
+}
+
+/// Marks a message carrying several feed items (a bundle): its body is a JSON array of
+/// `{"origins": [participant ids], "item": {...}}`, hub-internal like the origins header.
+const BUNDLE_HEADER: &str = "x-apiguard-bundle";
+/// Most feed items in one bundle. A feed answer holds whole messages, so it may exceed the
+/// caller's `max` by less than this.
+pub const BUNDLE_MAX: usize = 64;
+
+/// One item of a bundle, as read back.
+#[derive(serde::Deserialize)]
+struct BundleEntry {
+    origins: Vec<String>,
+    item: serde_json::Value,
 }
 
 /// The reporting participant's id on a report published by an earlier version (read only).
@@ -87,6 +135,78 @@ fn is_own(properties: &BasicProperties, participant_id: &str) -> bool {
 
 fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
+}
+
+/// A feed item's properties. Every bound queue gets the item, the reporters' own too; their
+/// feeds skip it by the origins header.
+fn feed_properties(item: &FeedRow) -> BasicProperties {
+    let origins: Vec<AMQPValue> = item.origins.iter().map(|o| text(o)).collect();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ORIGINS_HEADER.into(),
+        AMQPValue::FieldArray(FieldArray::from(origins)),
+    );
+    persistent(&item.id.to_string()).with_headers(headers)
+}
+
+/// A bundle's body: `[{"origins": [...], "item": ITEM}, ...]`, the items' canonical JSON
+/// as stored.
+fn bundle_body(items: &[&FeedRow]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.body.len() + 64).sum::<usize>());
+    body.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"origins\":");
+        serde_json::to_writer(&mut body, &item.origins).expect("strings serialise");
+        body.extend_from_slice(b",\"item\":");
+        body.extend_from_slice(&item.body);
+        body.push(b'}');
+    }
+    body.push(b']');
+    body
+}
+
+fn bundle_properties(items: &[&FeedRow]) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        BUNDLE_HEADER.into(),
+        AMQPValue::LongLongInt(i64::try_from(items.len()).unwrap_or(i64::MAX)),
+    );
+    let id = items.first().map(|i| i.id.to_string()).unwrap_or_default();
+    persistent(&id).with_headers(headers)
+}
+
+/// Adds a delivery's feed items to `out`: a bundle's entries, or a single item, leaving out
+/// what `participant_id` reported. An unreadable one is dropped with a warning (it cannot
+/// become readable by coming again).
+fn unpack(
+    delivery: &lapin::message::Delivery,
+    participant_id: &str,
+    out: &mut Vec<serde_json::Value>,
+) {
+    let bundled = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(BUNDLE_HEADER));
+    if bundled {
+        match serde_json::from_slice::<Vec<BundleEntry>>(&delivery.data) {
+            Ok(entries) => out.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.origins.iter().any(|o| o == participant_id))
+                    .map(|e| e.item),
+            ),
+            Err(error) => warn!(%error, "dropping an unreadable feed bundle"),
+        }
+    } else if !is_own(&delivery.properties, participant_id) {
+        match serde_json::from_slice(&delivery.data) {
+            Ok(item) => out.push(item),
+            Err(error) => warn!(%error, "dropping an unreadable feed item"),
+        }
+    }
 }
 
 fn quorum_args(max_length: u32, overflow: &str) -> FieldTable {
@@ -115,11 +235,18 @@ fn persistent(id: &str) -> BasicProperties {
 }
 
 impl RabbitBus {
+    /// A bus with the default feed lease (30 s).
     pub fn new(settings: BrokerSettings) -> Self {
+        Self::with_feed_lease(settings, Duration::from_secs(30))
+    }
+
+    /// A bus whose feed answers are delivered again when not confirmed within `feed_lease`.
+    pub fn with_feed_lease(settings: BrokerSettings, feed_lease: Duration) -> Self {
         Self {
             settings,
             live: tokio::sync::Mutex::new(None),
             participants: Mutex::new(HashMap::new()),
+            leases: Leases::new(feed_lease),
         }
     }
 
@@ -343,16 +470,116 @@ impl RabbitBus {
             ),
         )
         .await?;
-        match within(t, "publisher confirm", confirm).await? {
-            Confirmation::Ack(None) => Ok(true),
-            Confirmation::Ack(Some(_)) => Err(HubError::BrokerUnavailable(format!(
-                "`{routing_key}` is not routable (its queue is missing)"
-            ))),
-            Confirmation::Nack(_) => Ok(false),
-            Confirmation::NotRequested => Err(HubError::Internal(
-                "publisher confirms are off on the publishing channel".into(),
-            )),
+        confirmed(within(t, "publisher confirm", confirm).await?, routing_key)
+    }
+
+    /// Publishes a group at once and awaits the confirms together: one result per
+    /// publication (`Ok(false)` when the broker nacked it). The whole group shares one
+    /// timeout; when it passes, every publication of the group fails (the connection is
+    /// suspect) and the caller drops the connection.
+    async fn publish_confirmed_many(
+        &self,
+        live: &Live,
+        publications: &[Publication<'_>],
+    ) -> Vec<Result<bool, HubError>> {
+        let t = self.timeout();
+        let group = async {
+            // Every publish is written before any confirm is awaited: the broker confirms
+            // them together.
+            let sent = futures_util::future::join_all(publications.iter().map(|p| {
+                live.publisher.basic_publish(
+                    p.exchange.into(),
+                    p.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: p.mandatory,
+                        ..BasicPublishOptions::default()
+                    },
+                    p.body,
+                    p.properties.clone(),
+                )
+            }))
+            .await;
+            futures_util::future::join_all(sent.into_iter().zip(publications).map(
+                |(sent, p)| async move {
+                    let confirm =
+                        sent.map_err(|e| HubError::BrokerUnavailable(format!("publish: {e}")))?;
+                    let confirmation = confirm.await.map_err(|e| {
+                        HubError::BrokerUnavailable(format!("publisher confirm: {e}"))
+                    })?;
+                    confirmed(confirmation, p.routing_key)
+                },
+            ))
+            .await
+        };
+        match tokio::time::timeout(t, group).await {
+            Ok(results) => results,
+            Err(_) => {
+                let error = HubError::BrokerUnavailable(format!(
+                    "{} publishes: no confirm within {t:?}",
+                    publications.len()
+                ));
+                publications.iter().map(|_| Err(error.clone())).collect()
+            }
         }
+    }
+
+    /// Puts raw reports on the ingest queue, pipelined, and returns once the broker
+    /// confirmed (or refused) each. Those lost with a connection are retried once on a new
+    /// one (their ids make a duplicate harmless).
+    pub async fn submit_many(&self, items: &[(Uuid, Vec<u8>)]) -> Vec<Result<(), HubError>> {
+        let mut results = self.try_submit_many(items).await;
+        let retry: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(HubError::BrokerUnavailable(_))))
+            .map(|(index, _)| index)
+            .collect();
+        if !retry.is_empty() {
+            warn!(
+                reports = retry.len(),
+                "ingest publishes failed; retrying on a new connection"
+            );
+            let again: Vec<(Uuid, Vec<u8>)> = retry.iter().map(|&i| items[i].clone()).collect();
+            for (index, result) in retry.into_iter().zip(self.try_submit_many(&again).await) {
+                results[index] = result;
+            }
+        }
+        results
+    }
+
+    async fn try_submit_many(&self, items: &[(Uuid, Vec<u8>)]) -> Vec<Result<(), HubError>> {
+        let live = match self.live().await {
+            Ok(live) => live,
+            Err(error) => return items.iter().map(|_| Err(error.clone())).collect(),
+        };
+        let queue = self.ingest_queue();
+        let publications: Vec<Publication<'_>> = items
+            .iter()
+            .map(|(id, bytes)| Publication {
+                exchange: "",
+                routing_key: &queue,
+                body: bytes,
+                properties: persistent(&id.to_string()),
+                mandatory: true,
+            })
+            .collect();
+        let results = self.publish_confirmed_many(&live, &publications).await;
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(HubError::BrokerUnavailable(_))))
+        {
+            self.invalidate(&live).await;
+        }
+        results
+            .into_iter()
+            .map(|result| match result {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(HubError::Overloaded(
+                    "the ingest queue is full; retry later".into(),
+                )),
+                Err(error) => Err(error),
+            })
+            .collect()
     }
 
     /// Puts a raw report on the ingest queue and returns once the broker confirmed it.
@@ -392,69 +619,217 @@ impl RabbitBus {
     }
 
     /// Takes up to `max` reports from a participant's queue, waiting up to `wait` for the
-    /// first, and acknowledges them.
+    /// first, after confirming earlier answers as `confirm` says. The deliveries stay
+    /// unacknowledged on the answer's own channel (a lease) until the answer is confirmed;
+    /// when the lease ends unconfirmed, or the hub dies, the channel closes and the broker
+    /// delivers them again.
     pub async fn fetch(
         &self,
         participant_id: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Vec<u8>>, HubError> {
-        let live = self.live().await?;
-        let result = self.fetch_on(&live, participant_id, max, wait).await;
-        if matches!(result, Err(HubError::BrokerUnavailable(_))) {
-            self.invalidate(&live).await;
+        confirm: &Confirm,
+    ) -> Result<FeedAnswer, HubError> {
+        // Expired leases first: a client back after its lease ended gets the items again
+        // rather than confirming them unseen.
+        self.release_expired().await;
+        let confirmed = match confirm {
+            Confirm::Implicit => {
+                for lease in self.leases.take_implicit(participant_id) {
+                    self.settle(lease, true).await;
+                }
+                None
+            }
+            Confirm::Explicit(None) => None,
+            Confirm::Explicit(Some(token)) => Some(self.confirm(participant_id, token).await),
+        };
+        if !self.leases.has_room() {
+            return Err(HubError::Overloaded(
+                "too many feed answers await their confirmation".into(),
+            ));
         }
-        result
+        let live = self.live().await?;
+        let (items, lease) = match self.consume_feed(&live, participant_id, max, wait).await {
+            Ok(taken) => taken,
+            Err(error) => {
+                if matches!(error, HubError::BrokerUnavailable(_)) {
+                    self.invalidate(&live).await;
+                }
+                return Err(error);
+            }
+        };
+        let ack = match lease {
+            Some(lease) => {
+                let implicit = *confirm == Confirm::Implicit;
+                let (token, evicted) = self.leases.insert(participant_id, implicit, lease);
+                for old in evicted {
+                    self.settle(old, false).await;
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(FeedAnswer {
+            items,
+            ack,
+            confirmed,
+        })
     }
 
-    async fn fetch_on(
+    /// Confirms a feed answer by its token: acknowledges its deliveries. False when the
+    /// token is unknown, its lease ended, or the acknowledgement failed (the deliveries
+    /// come again).
+    pub async fn confirm(&self, participant_id: &str, token: &str) -> bool {
+        match self.leases.take(participant_id, token) {
+            Some(lease) => self.settle(lease, true).await,
+            None => false,
+        }
+    }
+
+    /// Gives the deliveries of leases whose time is up back to their queues.
+    pub async fn release_expired(&self) {
+        for lease in self.leases.take_expired() {
+            self.settle(lease, false).await;
+        }
+    }
+
+    /// Ends a lease: acknowledges its deliveries (`ack`) or hands them back, then closes its
+    /// channel (which hands back anything else it held). True when acknowledged.
+    async fn settle(&self, lease: FeedLease, ack: bool) -> bool {
+        let t = self.timeout();
+        let acked = if ack {
+            match within(
+                t,
+                "ack",
+                lease
+                    .channel
+                    .basic_ack(lease.last_tag, BasicAckOptions { multiple: true }),
+            )
+            .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    warn!(%error, "a feed answer could not be acknowledged; it will come again");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        // On a dead connection the close fails: the broker has handed the deliveries back
+        // already.
+        let _ = tokio::time::timeout(t, lease.channel.close(200, "done".into())).await;
+        acked
+    }
+
+    /// Consumes up to `max` deliveries on a channel of their own: the broker pushes them
+    /// (no polling), the first within `wait`, the rest as long as they keep coming. The
+    /// participant's own reports are taken but not answered. Answers the items and, when
+    /// something was taken, the lease that holds them.
+    async fn consume_feed(
         &self,
         live: &Live,
         participant_id: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Vec<u8>>, HubError> {
+    ) -> Result<(Vec<serde_json::Value>, Option<FeedLease>), HubError> {
         let t = self.timeout();
         let channel = within(t, "open a channel", live.connection.create_channel()).await?;
+        let taken = self.consume_on(&channel, participant_id, max, wait).await;
+        match taken {
+            Ok((items, Some(last_tag))) if !items.is_empty() => {
+                Ok((items, Some(FeedLease { channel, last_tag })))
+            }
+            Ok((items, last_tag)) => {
+                // Only the participant's own reports (or nothing): acknowledge and close.
+                if let Some(tag) = last_tag {
+                    within(
+                        t,
+                        "ack",
+                        channel.basic_ack(tag, BasicAckOptions { multiple: true }),
+                    )
+                    .await?;
+                }
+                let _ = tokio::time::timeout(t, channel.close(200, "done".into())).await;
+                Ok((items, None))
+            }
+            Err(error) => {
+                let _ = tokio::time::timeout(t, channel.close(200, "failed".into())).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn consume_on(
+        &self,
+        channel: &Channel,
+        participant_id: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<serde_json::Value>, Option<u64>), HubError> {
+        let t = self.timeout();
         let queue = self.feed_queue(participant_id);
+        let prefetch = u16::try_from(max.max(1)).unwrap_or(u16::MAX);
+        within(
+            t,
+            "basic.qos",
+            channel.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let tag = format!("apiguard-hub-feed-{}", Uuid::now_v7().simple());
+        let mut consumer = within(
+            t,
+            "basic.consume",
+            channel.basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         let mut last_tag = None;
-        loop {
-            let got = within(
-                t,
-                "basic.get",
-                channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
-            )
-            .await?;
-            match got {
-                Some(message) => {
-                    last_tag = Some(message.delivery.delivery_tag);
-                    if !is_own(&message.delivery.properties, participant_id) {
-                        out.push(message.delivery.data);
-                    }
-                    if out.len() >= max {
-                        break;
-                    }
+        let mut taken = 0;
+        while taken < max && out.len() < max {
+            // The first answerable item within `wait`; after it, what keeps arriving.
+            let next = if out.is_empty() {
+                match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
                 }
+            } else {
+                match consumer.next().now_or_never() {
+                    Some(next) => next,
+                    None => match tokio::time::timeout(FEED_GAP, consumer.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                }
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(HubError::BrokerUnavailable(error.to_string())),
                 None => {
-                    if !out.is_empty() || tokio::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    return Err(HubError::BrokerUnavailable(
+                        "the feed consumer was cancelled".into(),
+                    ));
                 }
-            }
+            };
+            taken += 1;
+            last_tag = Some(delivery.delivery_tag);
+            unpack(&delivery, participant_id, &mut out);
         }
-        if let Some(tag) = last_tag {
-            within(
-                t,
-                "ack",
-                channel.basic_ack(tag, BasicAckOptions { multiple: true }),
-            )
-            .await?;
-        }
-        let _ = tokio::time::timeout(t, channel.close(200, "done".into())).await;
-        Ok(out)
+        // Deliveries the broker pushed after the last one taken stay unacknowledged on the
+        // channel and go back to the queue when it closes.
+        within(
+            t,
+            "basic.cancel",
+            channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await?;
+        Ok((out, last_tag))
     }
 
     /// Consumes the ingest queue until `stop`, reconnecting after every failure.
@@ -483,9 +858,10 @@ impl RabbitBus {
         }
     }
 
-    /// Consumes until `stop` or a broker failure. Up to `prefetch` deliveries are handled
-    /// concurrently, so that one report's publisher confirm (a quorum-queue fsync) does not
-    /// hold up the next.
+    /// Consumes until `stop` or a broker failure. Every delivery waiting for the worker (up
+    /// to `prefetch`) is processed as one batch: stored in one transaction, its feed items
+    /// published together, then each delivery acknowledged (or dead-lettered, or handled on
+    /// its own).
     async fn consume(
         self: &Arc<Self>,
         pipeline: &Arc<Pipeline>,
@@ -513,33 +889,35 @@ impl RabbitBus {
             ),
         )
         .await?;
-        let mut inflight = tokio::task::JoinSet::new();
+        let max = usize::from(self.settings.prefetch).min(MAX_BATCH);
+        let mut finishing = tokio::task::JoinSet::new();
         loop {
-            // A failed handler means a failed broker operation: reconnect.
-            while let Some(done) = inflight.try_join_next() {
-                self.check_handled(&live, done).await?;
+            // A failed finish means a failed broker operation: reconnect (what it left
+            // unacknowledged comes again).
+            while let Some(done) = finishing.try_join_next() {
+                self.check_finished(&live, done).await?;
             }
-            if inflight.len() >= usize::from(self.settings.prefetch) {
-                if let Some(done) = inflight.join_next().await {
-                    self.check_handled(&live, done).await?;
+            if finishing.len() >= MAX_BATCHES_IN_FLIGHT {
+                if let Some(done) = finishing.join_next().await {
+                    self.check_finished(&live, done).await?;
                 }
                 continue;
             }
             let next = tokio::select! {
                 _ = stop.changed() => {
-                    while let Some(done) = inflight.join_next().await {
-                        let _ = self.check_handled(&live, done).await;
+                    while let Some(done) = finishing.join_next().await {
+                        let _ = self.check_finished(&live, done).await;
                     }
                     let _ = tokio::time::timeout(t, channel.close(200, "stopping".into())).await;
                     return Ok(());
                 }
-                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    self.check_handled(&live, done).await?;
+                Some(done) = finishing.join_next(), if !finishing.is_empty() => {
+                    self.check_finished(&live, done).await?;
                     continue;
                 }
                 next = tokio::time::timeout(Duration::from_secs(10), consumer.next()) => next,
             };
-            let delivery = match next {
+            let first = match next {
                 Err(_) => {
                     if live.connection.status().connected() && channel.status().connected() {
                         continue;
@@ -547,24 +925,26 @@ impl RabbitBus {
                     self.invalidate(&live).await;
                     return Err(HubError::BrokerUnavailable("the connection closed".into()));
                 }
-                Ok(None) => {
-                    self.invalidate(&live).await;
-                    return Err(HubError::BrokerUnavailable(
-                        "the consumer was cancelled".into(),
-                    ));
-                }
-                Ok(Some(Err(error))) => {
-                    self.invalidate(&live).await;
-                    return Err(HubError::BrokerUnavailable(error.to_string()));
-                }
-                Ok(Some(Ok(delivery))) => delivery,
+                Ok(next) => self.delivery(&live, next).await?,
             };
+            let mut deliveries = vec![first];
+            while deliveries.len() < max {
+                match consumer.next().now_or_never() {
+                    Some(next) => deliveries.push(self.delivery(&live, next).await?),
+                    None => break,
+                }
+            }
+            // Stored here, in delivery order; published, marked and acknowledged while the
+            // next batch is stored (a fan-out confirm costs the broker one fsync per queue).
+            let messages: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
+            let batch = pipeline.process_batch(&messages).await;
             let (bus, live, pipeline) = (self.clone(), live.clone(), pipeline.clone());
-            inflight.spawn(async move { bus.handle(&live, &pipeline, &delivery).await });
+            finishing
+                .spawn(async move { bus.finish_batch(&live, &pipeline, deliveries, batch).await });
         }
     }
 
-    async fn check_handled(
+    async fn check_finished(
         &self,
         live: &Arc<Live>,
         done: Result<Result<(), HubError>, tokio::task::JoinError>,
@@ -572,10 +952,107 @@ impl RabbitBus {
         let error = match done {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => error,
-            Err(join) => HubError::Internal(format!("a report handler failed: {join}")),
+            Err(join) => HubError::Internal(format!("a batch failed: {join}")),
         };
         self.invalidate(live).await;
         Err(error)
+    }
+
+    /// A delivery from the consumer stream, or the failure that ends it.
+    async fn delivery(
+        &self,
+        live: &Arc<Live>,
+        next: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    ) -> Result<lapin::message::Delivery, HubError> {
+        match next {
+            Some(Ok(delivery)) => Ok(delivery),
+            None => {
+                self.invalidate(live).await;
+                Err(HubError::BrokerUnavailable(
+                    "the consumer was cancelled".into(),
+                ))
+            }
+            Some(Err(error)) => {
+                self.invalidate(live).await;
+                Err(HubError::BrokerUnavailable(error.to_string()))
+            }
+        }
+    }
+
+    /// Finishes a stored batch: publishes its feed items together, marks them and its
+    /// reports done, then acknowledges each delivery (or dead-letters it, or handles it on its
+    /// own). An error means a failed broker operation: the caller reconnects, and whatever was
+    /// not acknowledged is delivered again.
+    async fn finish_batch(
+        &self,
+        live: &Live,
+        pipeline: &Pipeline,
+        deliveries: Vec<lapin::message::Delivery>,
+        mut batch: Batch,
+    ) -> Result<(), HubError> {
+        let t = self.timeout();
+        self.publish_many_on(live, &batch.items).await?;
+        if let Err(error) = pipeline.batch_published(&mut batch).await {
+            // Harmless: a redelivery republishes them and subscribers de-duplicate.
+            warn!(%error, reports = batch.reports.len(), "could not mark a batch published");
+        }
+        let mut acks = Vec::with_capacity(deliveries.len());
+        let mut alone = Vec::new();
+        for (delivery, outcome) in deliveries.iter().zip(&batch.outcomes) {
+            match outcome {
+                BatchOutcome::Done | BatchOutcome::Duplicate => acks.push(delivery),
+                BatchOutcome::Poison(reason) => {
+                    self.dead_letter(live, delivery, reason).await?;
+                    acks.push(delivery);
+                }
+                BatchOutcome::Alone => alone.push(delivery),
+            }
+        }
+        let acked = within(
+            t,
+            "ack",
+            futures_util::future::join_all(
+                acks.iter().map(|d| d.acker.ack(BasicAckOptions::default())),
+            )
+            .map(|results| results.into_iter().collect::<Result<Vec<bool>, _>>()),
+        )
+        .await;
+        acked?;
+        for delivery in alone {
+            self.handle(live, pipeline, delivery).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a poison message to the dead-letter queue with its reason.
+    async fn dead_letter(
+        &self,
+        live: &Live,
+        delivery: &lapin::message::Delivery,
+        reason: &str,
+    ) -> Result<(), HubError> {
+        warn!(%reason, "dead-lettering a raw report");
+        let mut headers = FieldTable::default();
+        headers.insert(REASON_HEADER.into(), text(reason));
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let queued = self
+            .publish_confirmed(
+                live,
+                "",
+                &self.dead_queue(),
+                &delivery.data,
+                properties,
+                true,
+            )
+            .await?;
+        if !queued {
+            return Err(HubError::BrokerUnavailable(
+                "the broker refused a dead letter".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -602,21 +1079,7 @@ impl RabbitBus {
             }
             Ok(Outcome::Duplicate) => {}
             Err(ProcessError::Poison(reason)) => {
-                warn!(%reason, "dead-lettering a raw report");
-                let mut headers = FieldTable::default();
-                headers.insert(REASON_HEADER.into(), text(&reason));
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_headers(headers);
-                self.publish_confirmed(
-                    live,
-                    "",
-                    &self.dead_queue(),
-                    &delivery.data,
-                    properties,
-                    true,
-                )
-                .await?;
+                self.dead_letter(live, delivery, &reason).await?;
             }
             Err(ProcessError::Transient(error)) => {
                 warn!(%error, "a raw report could not be processed now; requeueing");
@@ -639,21 +1102,13 @@ impl RabbitBus {
 
     /// Publishes a feed item on `live` to the reports exchange and waits for the confirm.
     async fn publish_on(&self, live: &Live, item: &FeedRow) -> Result<(), HubError> {
-        // Every bound queue gets the item, the reporters' own too; their feeds skip it by
-        // this header.
-        let origins: Vec<AMQPValue> = item.origins.iter().map(|o| text(o)).collect();
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ORIGINS_HEADER.into(),
-            AMQPValue::FieldArray(FieldArray::from(origins)),
-        );
         let confirmed = self
             .publish_confirmed(
                 live,
                 &self.reports_exchange(),
                 &item.routing_key,
                 &item.body,
-                persistent(&item.id.to_string()).with_headers(headers),
+                feed_properties(item),
                 false,
             )
             .await?;
@@ -661,6 +1116,51 @@ impl RabbitBus {
             return Err(HubError::BrokerUnavailable(
                 "the broker refused a feed item".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Publishes feed items on `live` together and waits for all their confirms. Items of
+    /// one routing key travel in bundles of up to [`BUNDLE_MAX`]: a message (one append to
+    /// each bound quorum queue, one delivery and one ack per subscriber) for many items
+    /// rather than for each.
+    async fn publish_many_on(&self, live: &Live, items: &[FeedRow]) -> Result<(), HubError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let exchange = self.reports_exchange();
+        let mut groups: Vec<(&str, Vec<&FeedRow>)> = Vec::new();
+        for item in items {
+            match groups.iter_mut().find(|(key, _)| *key == item.routing_key) {
+                Some((_, rows)) => rows.push(item),
+                None => groups.push((&item.routing_key, vec![item])),
+            }
+        }
+        let mut messages: Vec<(&str, Vec<u8>, BasicProperties)> = Vec::new();
+        for (key, rows) in groups {
+            for chunk in rows.chunks(BUNDLE_MAX) {
+                match chunk {
+                    [item] => messages.push((key, item.body.clone(), feed_properties(item))),
+                    _ => messages.push((key, bundle_body(chunk), bundle_properties(chunk))),
+                }
+            }
+        }
+        let publications: Vec<Publication<'_>> = messages
+            .iter()
+            .map(|(key, body, properties)| Publication {
+                exchange: &exchange,
+                routing_key: key,
+                body,
+                properties: properties.clone(),
+                mandatory: false,
+            })
+            .collect();
+        for result in self.publish_confirmed_many(live, &publications).await {
+            if !result? {
+                return Err(HubError::BrokerUnavailable(
+                    "the broker refused a feed item".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -747,6 +1247,8 @@ impl RabbitBus {
 
     /// Closes the connection.
     pub async fn close(&self) {
+        // Closing the connection hands every leased feed delivery back to its queue.
+        drop(self.leases.take_all());
         if let Some(live) = self.live.lock().await.take() {
             let _ = tokio::time::timeout(
                 self.timeout(),
@@ -754,6 +1256,20 @@ impl RabbitBus {
             )
             .await;
         }
+    }
+}
+
+/// What a publisher confirm means: `Ok(false)` for a nack (a full queue refusing it).
+fn confirmed(confirmation: Confirmation, routing_key: &str) -> Result<bool, HubError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(true),
+        Confirmation::Ack(Some(_)) => Err(HubError::BrokerUnavailable(format!(
+            "`{routing_key}` is not routable (its queue is missing)"
+        ))),
+        Confirmation::Nack(_) => Ok(false),
+        Confirmation::NotRequested => Err(HubError::Internal(
+            "publisher confirms are off on the publishing channel".into(),
+        )),
     }
 }
 

@@ -25,14 +25,24 @@ pub fn amqp_url() -> String {
 /// Settings from YAML lines added to a minimal config. Tests of delivery (not of the trust
 /// model) run with `trust.k: 1`, set here explicitly: one reporter's report is published.
 /// Give a `trust:` section in `extra` to choose otherwise.
+///
+/// The store is an in-memory SQLite database unless `extra` names one: the config's default
+/// (`sqlite://apiguard-hub.db`) is relative to the working directory, which for a test is
+/// the crate's source folder. Tests that store much set `settings.store` to a file in a
+/// temporary directory of their own.
 pub fn settings(extra: &str) -> Settings {
     let trust = if extra.contains("trust:") {
         ""
     } else {
         "trust:\n  k: 1\n"
     };
+    let store = if extra.contains("store:") {
+        ""
+    } else {
+        "store: \"sqlite::memory:\"\n"
+    };
     let yaml = format!(
-        "listen: 127.0.0.1:0\nsecret: test-secret-0123456789abcdef0123456789\n{extra}{trust}"
+        "listen: 127.0.0.1:0\nsecret: test-secret-0123456789abcdef0123456789\n{store}{extra}{trust}"
     );
     HubConfig::parse(&yaml).unwrap().settings().unwrap()
 }
