@@ -6,13 +6,19 @@
 //! - enumeration / BOLA: one client walking many distinct ids of one endpoint;
 //! - probing: many distinct paths answered 404 to one client (CrowdSec's `http-probing`);
 //! - crawling: many distinct non-static paths (CrowdSec's `http-crawl-non_statics`);
-//! - rate bursts and authentication failures per client (leaky buckets).
+//! - rate bursts and authentication failures per client (leaky buckets);
+//! - bot signals ([`bot`]): browser claims without a browser's headers, header sets changing
+//!   under one User-Agent, automation agents;
+//! - call sequences: transitions between endpoints never seen in clean sessions;
+//! - learned rate and error-ratio anomalies per client against the distribution of clients;
+//! - authentication failures per account, from any address (credential stuffing).
 //!
 //! Every finding explains itself: rule `behavior.*`, class `behavior`, evidence "observed X,
 //! expected Y". State is sharded (no global lock on the request path) and bounded.
 
 #![forbid(unsafe_code)]
 
+pub mod bot;
 pub mod bucket;
 pub mod settings;
 pub mod shape;
@@ -30,7 +36,9 @@ use apiguard_model::{Finding, Outcome, RequestContext, RequestView, Severity, St
 use serde::{Deserialize, Serialize};
 
 pub use bucket::{Bucket, BucketParams, DistinctBucket};
-pub use settings::{Limits, Mode, Settings};
+pub use settings::{
+    AccountParams, BotParams, Limits, Mode, RateAnomalyParams, SequenceParams, Settings,
+};
 pub use shape::{CharClass, Deviation, ParamShape, ShapeParams};
 use template::Templated;
 
@@ -41,6 +49,19 @@ const RECENT_FINDINGS: usize = 8;
 const WALKS_PER_CLIENT: usize = 16;
 /// Longest value decoded for judging.
 const VALUE_LIMIT: usize = 4096;
+/// User-Agents whose header fingerprint is remembered per client.
+const AGENTS_PER_CLIENT: usize = 4;
+/// Endpoints whose counting window is kept per client.
+const WINDOWS_PER_CLIENT: usize = 16;
+/// Longest endpoint key remembered as a predecessor, and longest account name.
+const KEY_LIMIT: usize = 512;
+const ACCOUNT_LIMIT: usize = 128;
+/// Predecessors per endpoint accepted from a snapshot (settings allow fewer).
+const MAX_PREDECESSORS: usize = 1024;
+/// The previous "endpoint" of a session's first request.
+const SESSION_START: &str = "";
+/// Clean client windows the per-endpoint distributions average over.
+const WINDOW_HORIZON: u64 = 1000;
 
 /// A mean and variance that follow the recent past (exponentially weighted).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -52,9 +73,14 @@ pub struct Ewma {
 
 impl Ewma {
     pub fn add(&mut self, value: f64) {
+        self.add_over(value, 50);
+    }
+
+    /// Adds a value with a weight of `1/horizon` once `horizon` values were seen (a plain
+    /// average before).
+    pub fn add_over(&mut self, value: f64, horizon: u64) {
         self.samples += 1;
-        // Plain average while young, then a 1/50 weight on the newest value.
-        let alpha = 1.0 / (self.samples.min(50) as f64);
+        let alpha = 1.0 / (self.samples.min(horizon.max(1)) as f64);
         let delta = value - self.mean;
         self.mean += alpha * delta;
         self.variance = (1.0 - alpha) * (self.variance + alpha * delta * delta);
@@ -83,8 +109,56 @@ pub struct Endpoint {
     pub rate: DecayedRate,
     /// Parameter shapes by target (`query:name`, `path:2`).
     pub params: BTreeMap<String, ParamShape>,
+    /// Clean transitions into this endpoint by the endpoint the client called before.
+    #[serde(default)]
+    pub predecessors: Predecessors,
+    /// `ln(requests)` of one client on this endpoint per clean window.
+    #[serde(default)]
+    pub client_requests_ln: Ewma,
+
     pub first_ms: u64,
     pub last_ms: u64,
+}
+
+/// The first-order Markov model of one endpoint: how often each endpoint (key as
+/// `route METHOD template`, empty for a session's start) came right before it in clean sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Predecessors {
+    pub total: u64,
+    /// Transitions from endpoints not kept because the table was full.
+    pub other: u64,
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl Predecessors {
+    fn learn(&mut self, from: &str, max: usize) {
+        self.total += 1;
+        if let Some(n) = self.counts.get_mut(from) {
+            *n += 1;
+        } else if self.counts.len() < max && from.len() <= KEY_LIMIT {
+            self.counts.insert(from.to_owned(), 1);
+        } else {
+            self.other += 1;
+        }
+    }
+
+    /// How often `from` preceded, at most: a predecessor missing from a full table may be
+    /// among the `other` ones.
+    fn count(&self, from: &str, max: usize) -> u64 {
+        match self.counts.get(from) {
+            Some(n) => *n,
+            None if self.counts.len() >= max || self.other > 0 => self.other,
+            None => 0,
+        }
+    }
+}
+
+/// What was learned about one route's clients: the 4xx share of one client's responses per
+/// clean window with enough responses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RouteStats {
+    pub route: String,
+    pub client_error_ratio: Ewma,
 }
 
 /// A count that decays exponentially (time constant one minute): a rate without windows.
@@ -135,8 +209,51 @@ pub struct ClientState {
     auth_failures: Bucket,
     /// Enumeration buckets by endpoint template.
     walks: Vec<Walk>,
+    /// `(hash of a User-Agent, fingerprint of the stack headers)` first seen with it.
+    agents: Vec<(u64, u32)>,
+    /// The endpoint key of the client's last request and when it came.
+    last_endpoint: Option<String>,
+    last_request_ms: u64,
+    /// What the response to the latest request teaches, once the proxy observes it.
+    pending: Option<Pending>,
+    /// Counting windows by route (learned rate and error ratio).
+    windows: Vec<Window>,
     /// The last findings about this client, newest last.
     pub recent: VecDeque<RecentFinding>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Pending {
+    path_hash: u64,
+    /// The previous endpoint (the transition to learn from a clean response).
+    from: Option<String>,
+    /// The account the request named (a 401/403 counts against it).
+    account: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Counts {
+    requests: u32,
+    responses: u32,
+    errors: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Window {
+    /// The endpoint key, or the route id for the route's window.
+    endpoint: String,
+    start_ms: u64,
+    counts: Counts,
+    /// Something was found about the client in this window: it does not teach.
+    flagged: bool,
+}
+
+/// One account's authentication failures.
+#[derive(Debug, Clone, Default)]
+struct AccountState {
+    failures: Bucket,
+    addresses: DistinctBucket,
+    last_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -191,6 +308,8 @@ pub struct Behavior {
     limits: Limits,
     endpoints: Sharded<Endpoint>,
     clients: Sharded<ClientState>,
+    accounts: Sharded<AccountState>,
+    routes: Sharded<RouteStats>,
     endpoint_count: AtomicUsize,
     /// Endpoints not learned because `max_endpoints` was reached.
     endpoints_dropped: AtomicU64,
@@ -235,6 +354,9 @@ pub struct EndpointSummary {
     pub request_bytes: Ewma,
     pub response_bytes: Ewma,
     pub params: BTreeMap<String, ParamSummary>,
+    /// Clean transitions into this endpoint by previous endpoint (`(session start)` for a
+    /// session's first call).
+    pub predecessors: BTreeMap<String, u64>,
 }
 
 /// One parameter's learned shape, readable.
@@ -302,6 +424,8 @@ impl Behavior {
             limits,
             endpoints: Sharded::new(),
             clients: Sharded::new(),
+            accounts: Sharded::new(),
+            routes: Sharded::new(),
             endpoint_count: AtomicUsize::new(0),
             endpoints_dropped: AtomicU64::new(0),
             hasher: RandomState::new(),
@@ -349,12 +473,49 @@ impl Behavior {
         if let Some(shape) = &settings.shape {
             self.judge_shape(shape, route, request, &templated, &mut findings);
         }
+        let agent = settings
+            .bot
+            .and_then(|p| self.judge_bot(p, request, &mut findings));
         let key = client_key(identity, request.client.peer.ip());
-        self.judge_client(settings, &key, path, &templated, now_ms, &mut findings);
+        let ekey = endpoint_key(route, request.method.as_str(), &templated.template);
+        let account = settings
+            .accounts
+            .as_ref()
+            .and_then(|p| account_of(p, request, identity));
+        let seen = self.judge_client(
+            settings,
+            Visit {
+                key: &key,
+                route,
+                endpoint: &ekey,
+                path,
+                templated: &templated,
+                agent,
+                account: account.as_deref(),
+            },
+            now_ms,
+            &mut findings,
+        );
+        if let (Some(p), Some(from)) = (settings.sequence, &seen.from) {
+            self.judge_sequence(p, route, &ekey, from, &mut findings);
+        }
+        if let Some(p) = settings.rate_anomaly {
+            let (closed, current) = seen.endpoint_window;
+            self.judge_rate(p, &ekey, closed, current, &mut findings);
+            let (closed, current) = seen.route_window;
+            self.judge_errors(p, route, closed, current, &mut findings);
+        }
+        if let (Some(p), Some(account)) = (&settings.accounts, &account) {
+            self.judge_account(p, account, now_ms, &mut findings);
+        }
         if !findings.is_empty() {
             let mut clients = self.clients.shard(&key);
             if let Some(client) = clients.get_mut(&key) {
                 client.flagged += 1;
+                // A client something was found about teaches no rates, on any endpoint.
+                for w in &mut client.windows {
+                    w.flagged = true;
+                }
                 for f in &findings {
                     if client.recent.len() >= RECENT_FINDINGS {
                         client.recent.pop_front();
@@ -433,21 +594,275 @@ impl Behavior {
         }
     }
 
-    fn judge_client(
+    /// Browser claims checked against browser habits, automation agents; returns the
+    /// `(User-Agent hash, stack header fingerprint)` for the client's consistency check.
+    fn judge_bot(
         &self,
-        settings: &Settings,
-        key: &str,
-        path: &str,
-        templated: &Templated,
+        params: BotParams,
+        request: &RequestView<'_>,
+        findings: &mut Vec<Finding>,
+    ) -> Option<(u64, u32)> {
+        let headers = request.headers;
+        let ua = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match bot::classify(ua) {
+            bot::Agent::Browser { family, major } => {
+                let secure = bot::secure(request.client.tls, headers);
+                let name = family.as_str();
+                match bot::check_browser(family, major, secure, headers) {
+                    Some(bot::Mismatch::Missing(missing)) => findings.push(finding(
+                        "behavior.bot.browser_headers",
+                        Severity::Error,
+                        "header:user-agent".into(),
+                        format!(
+                            "observed a {name} {major} User-Agent without {}, expected the headers {name} sends on every request{}",
+                            missing.join(", "),
+                            if secure { " over HTTPS" } else { "" }
+                        ),
+                    )),
+                    Some(bot::Mismatch::Order { observed, expected }) => findings.push(finding(
+                        "behavior.bot.browser_headers",
+                        Severity::Error,
+                        "header:user-agent".into(),
+                        format!(
+                            "observed {observed} under a {name} {major} User-Agent, expected {expected} as {name} sends them"
+                        ),
+                    )),
+                    None => {}
+                }
+            }
+            bot::Agent::Automation(tool) if params.automation_agents => findings.push(finding(
+                "behavior.bot.automation",
+                Severity::Notice,
+                "header:user-agent".into(),
+                format!(
+                    "observed User-Agent `{}` naming the automation tool `{tool}`, expected a browser or an API client",
+                    shown(ua)
+                ),
+            )),
+            _ => {}
+        }
+        // An upgrade (WebSocket) handshake carries a different header set by design.
+        let upgrade = headers.contains_key(http::header::UPGRADE);
+        (params.consistency && !ua.is_empty() && !upgrade)
+            .then(|| (hash_of(&self.hasher, ua), bot::fingerprint(headers)))
+    }
+
+    /// A transition into an endpoint never (or rarely) seen in clean sessions.
+    fn judge_sequence(
+        &self,
+        params: SequenceParams,
+        route: &str,
+        endpoint: &str,
+        from: &str,
+        findings: &mut Vec<Finding>,
+    ) {
+        let shard = self.endpoints.shard(endpoint);
+        let Some(e) = shard.get(endpoint) else {
+            return;
+        };
+        let model = &e.predecessors;
+        if model.total < params.min_samples.max(1) {
+            return;
+        }
+        let seen = model.count(from, params.max_predecessors);
+        if seen as f64 > params.rare_ratio * model.total as f64 {
+            return;
+        }
+        let mut usual: Vec<(&String, &u64)> = model.counts.iter().collect();
+        usual.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let expected: Vec<String> = usual
+            .iter()
+            .take(3)
+            .map(|(k, n)| {
+                format!(
+                    "{} ({:.0}%)",
+                    display_endpoint(k, route),
+                    **n as f64 * 100.0 / model.total as f64
+                )
+            })
+            .collect();
+        findings.push(finding(
+            "behavior.sequence.unseen",
+            Severity::Warning,
+            format!("sequence:{}", display_endpoint(endpoint, route)),
+            format!(
+                "observed {} → {}, seen {seen} times in {} clean transitions into it, expected after {}",
+                display_endpoint(from, route),
+                display_endpoint(endpoint, route),
+                model.total,
+                expected.join(", ")
+            ),
+        ));
+    }
+
+    /// Learns from the client's window on an endpoint that just closed, then judges its
+    /// current window against the endpoint's learned distribution of clients.
+    fn judge_rate(
+        &self,
+        params: RateAnomalyParams,
+        endpoint: &str,
+        closed: Option<Counts>,
+        current: Counts,
+        findings: &mut Vec<Finding>,
+    ) {
+        let due = current.requests >= params.min_requests;
+        // The endpoint is looked up only when there is something to learn or judge.
+        if closed.is_none() && !due {
+            return;
+        }
+        let mut shard = self.endpoints.shard(endpoint);
+        // Unknown endpoints (never answered, or past `max_endpoints`) learn nothing here.
+        let Some(stats) = shard.get_mut(endpoint) else {
+            return;
+        };
+        if let Some(c) = closed {
+            stats
+                .client_requests_ln
+                .add_over(f64::from(c.requests.max(1)).ln(), WINDOW_HORIZON);
+        }
+        let learned = &stats.client_requests_ln;
+        if !due || learned.samples < params.min_windows.max(1) {
+            return;
+        }
+        let limit = (learned.mean + params.deviations * learned.stddev()).exp();
+        if f64::from(current.requests) > limit {
+            findings.push(finding(
+                "behavior.rate.anomaly",
+                Severity::Error,
+                "client".into(),
+                format!(
+                    "observed {} requests in {}s to {} {}, expected at most {limit:.0} (a typical client makes {:.1}; learned from {} clean client windows)",
+                    current.requests,
+                    params.window_ms as f64 / 1000.0,
+                    stats.method,
+                    stats.template,
+                    learned.mean.exp(),
+                    learned.samples
+                ),
+            ));
+        }
+    }
+
+    /// The same for the client's 4xx ratio over the whole route.
+    fn judge_errors(
+        &self,
+        params: RateAnomalyParams,
+        route: &str,
+        closed: Option<Counts>,
+        current: Counts,
+        findings: &mut Vec<Finding>,
+    ) {
+        let ratio = |c: Counts| f64::from(c.errors) / f64::from(c.responses.max(1));
+        let enough = |c: Counts| c.responses >= params.min_responses.max(1);
+        let due = enough(current) && ratio(current) >= params.min_error_ratio;
+        let closed = closed.filter(|c| enough(*c));
+        if closed.is_none() && !due {
+            return;
+        }
+        let mut routes = self.routes.shard(route);
+        let stats = routes
+            .entry(route.to_owned())
+            .or_insert_with(|| RouteStats {
+                route: route.to_owned(),
+                ..RouteStats::default()
+            });
+        if let Some(c) = closed {
+            stats.client_error_ratio.add_over(ratio(c), WINDOW_HORIZON);
+        }
+        let learned = &stats.client_error_ratio;
+        if !due || learned.samples < params.min_windows.max(1) {
+            return;
+        }
+        let limit =
+            (learned.mean + params.deviations * learned.stddev()).max(params.min_error_ratio);
+        if ratio(current) > limit {
+            findings.push(finding(
+                "behavior.errors.anomaly",
+                Severity::Error,
+                "client".into(),
+                format!(
+                    "observed {} of {} responses answered 4xx ({:.0}%) in {}s on route `{route}`, expected at most {:.0}% (a typical client gets {:.1}%; learned from {} clean client windows)",
+                    current.errors,
+                    current.responses,
+                    ratio(current) * 100.0,
+                    params.window_ms as f64 / 1000.0,
+                    limit * 100.0,
+                    learned.mean * 100.0,
+                    learned.samples
+                ),
+            ));
+        }
+    }
+
+    fn judge_account(
+        &self,
+        params: &AccountParams,
+        account: &str,
         now_ms: u64,
         findings: &mut Vec<Finding>,
     ) {
+        let shard = self.accounts.shard(account);
+        let Some(state) = shard.get(account) else {
+            return;
+        };
+        if state.failures.overflowing(now_ms, params.bucket) {
+            findings.push(finding(
+                "behavior.auth_failures.account",
+                Severity::Critical,
+                "account".into(),
+                format!(
+                    "observed {} authentication failures (401/403) for account `{}` from {} distinct addresses in its bucket, expected at most {} (one leaks every {} ms)",
+                    state.failures.level(now_ms, params.bucket).floor(),
+                    shown(account),
+                    state.addresses.level(now_ms, params.bucket).ceil(),
+                    params.bucket.capacity,
+                    params.bucket.leak_ms
+                ),
+            ));
+        }
+    }
+
+    /// Counts a 401/403 against an account.
+    fn account_failure(&self, params: &AccountParams, account: &str, address: IpAddr, now_ms: u64) {
+        let mut shard = self.accounts.shard(account);
+        if !shard.contains_key(account) {
+            self.make_room(&mut shard, |a| a.last_ms);
+        }
+        let state = shard.entry(account.to_owned()).or_default();
+        state.last_ms = now_ms;
+        state.failures.pour(now_ms, params.bucket);
+        state.addresses.pour(
+            hash_of(&self.hasher, address.to_canonical()),
+            now_ms,
+            params.bucket,
+        );
+    }
+
+    fn judge_client(
+        &self,
+        settings: &Settings,
+        visit: Visit<'_>,
+        now_ms: u64,
+        findings: &mut Vec<Finding>,
+    ) -> Seen {
+        let Visit {
+            key,
+            route,
+            endpoint,
+            path,
+            templated,
+            agent,
+            account,
+        } = visit;
         let path_hash = hash_of(&self.hasher, path);
         let mut clients = self.clients.shard(key);
         let client = match clients.get_mut(key) {
             Some(client) => client,
             None => {
-                self.make_room(&mut clients);
+                self.make_room(&mut clients, |c| c.last_ms);
                 clients
                     .entry(key.to_owned())
                     .or_insert_with(|| ClientState {
@@ -456,6 +871,46 @@ impl Behavior {
                     })
             }
         };
+        let mut seen = Seen::default();
+        if let Some(p) = settings.sequence {
+            let pause = now_ms.saturating_sub(client.last_ms);
+            let from = match client.last_endpoint.take() {
+                Some(last) if pause <= p.session_gap_ms => last,
+                _ => SESSION_START.to_owned(),
+            };
+            client.last_endpoint = Some(endpoint.to_owned());
+            seen.from = Some(from);
+        }
+        client.pending = Some(Pending {
+            path_hash,
+            from: seen.from.clone(),
+            account: account.map(str::to_owned),
+        });
+        if let Some(p) = settings.rate_anomaly {
+            seen.endpoint_window = tick(&mut client.windows, endpoint, now_ms, p.window_ms);
+            seen.route_window = tick(&mut client.windows, route, now_ms, p.window_ms);
+        }
+        if let Some((ua, fingerprint)) = agent {
+            match client.agents.iter().find(|(u, _)| *u == ua) {
+                Some((_, first)) if *first != fingerprint => findings.push(finding(
+                    "behavior.bot.inconsistent",
+                    Severity::Warning,
+                    "headers".into(),
+                    format!(
+                        "observed headers in the order {} under the same User-Agent as before, expected {} as in this client's earlier requests",
+                        bot::describe(fingerprint),
+                        bot::describe(*first)
+                    ),
+                )),
+                Some(_) => {}
+                None => {
+                    if client.agents.len() >= AGENTS_PER_CLIENT {
+                        client.agents.remove(0);
+                    }
+                    client.agents.push((ua, fingerprint));
+                }
+            }
+        }
         client.requests += 1;
         client.last_ms = now_ms;
         if let Some(p) = settings.rate {
@@ -567,16 +1022,17 @@ impl Behavior {
                 ));
             }
         }
+        seen
     }
 
-    /// Forgets the least recently seen eighth of a full shard.
-    fn make_room(&self, shard: &mut HashMap<String, ClientState>) {
+    /// Forgets the least recently seen eighth of a full shard (clients or accounts).
+    fn make_room<V>(&self, shard: &mut HashMap<String, V>, last_ms: impl Fn(&V) -> u64) {
         let cap = (self.limits.max_clients / SHARDS).max(1);
         if shard.len() < cap {
             return;
         }
         let mut ages: Vec<(u64, String)> =
-            shard.iter().map(|(k, c)| (c.last_ms, k.clone())).collect();
+            shard.iter().map(|(k, c)| (last_ms(c), k.clone())).collect();
         ages.sort_unstable();
         let evict = (cap / 8).max(1);
         for (_, key) in ages.into_iter().take(evict) {
@@ -591,10 +1047,38 @@ impl Behavior {
             return;
         }
         let key = client_key(obs.identity, obs.client);
+        let path_hash = hash_of(&self.hasher, obs.path);
+        let templated = template::template(obs.path);
+        let ekey = endpoint_key(route, obs.method.as_str(), &templated.template);
+        let mut learn_from = None;
+        let mut failed_account = None;
         {
             let mut clients = self.clients.shard(&key);
             if let Some(client) = clients.get_mut(&key) {
                 client.status[status_class(obs.status)] += 1;
+                // Another request of the client may have been judged since: then this
+                // response teaches nothing about sequences or accounts.
+                if let Some(pending) = client.pending.take_if(|p| p.path_hash == path_hash) {
+                    if !obs.flagged && obs.status < 400 {
+                        learn_from = pending.from;
+                    }
+                    if matches!(obs.status, 401 | 403) {
+                        failed_account = pending.account;
+                    }
+                }
+                if settings.rate_anomaly.is_some()
+                    && let Some(w) = client.windows.iter_mut().find(|w| w.endpoint == route)
+                {
+                    w.counts.responses += 1;
+                    if (400..500).contains(&obs.status) {
+                        w.counts.errors += 1;
+                    }
+                }
+                if obs.flagged {
+                    for w in &mut client.windows {
+                        w.flagged = true;
+                    }
+                }
                 if matches!(obs.status, 404 | 410)
                     && let Some(p) = settings.probing
                     && !template::is_static(obs.path)
@@ -610,8 +1094,9 @@ impl Behavior {
                 }
             }
         }
-        let templated = template::template(obs.path);
-        let ekey = endpoint_key(route, obs.method.as_str(), &templated.template);
+        if let (Some(p), Some(account)) = (&settings.accounts, failed_account) {
+            self.account_failure(p, &account, obs.client, now_ms);
+        }
         let mut endpoints = self.endpoints.shard(&ekey);
         let endpoint = match endpoints.get_mut(&ekey) {
             Some(e) => e,
@@ -649,6 +1134,9 @@ impl Behavior {
             return;
         }
         endpoint.clean += 1;
+        if let (Some(p), Some(from)) = (settings.sequence, &learn_from) {
+            endpoint.predecessors.learn(from, p.max_predecessors);
+        }
         let Some(params) = &settings.shape else {
             return;
         };
@@ -715,6 +1203,12 @@ impl Behavior {
                             )
                         })
                         .collect(),
+                    predecessors: e
+                        .predecessors
+                        .counts
+                        .iter()
+                        .map(|(k, n)| (display_endpoint(k, &e.route), *n))
+                        .collect(),
                 });
             }
         }
@@ -763,6 +1257,127 @@ impl Behavior {
             recent_findings: c.recent.iter().cloned().collect(),
         })
     }
+}
+
+/// What the client-state pass of [`Behavior::judge`] needs about the request.
+struct Visit<'a> {
+    key: &'a str,
+    route: &'a str,
+    endpoint: &'a str,
+    path: &'a str,
+    templated: &'a Templated,
+    agent: Option<(u64, u32)>,
+    account: Option<&'a str>,
+}
+
+/// What the client-state pass found for the models judged after it.
+#[derive(Default)]
+struct Seen {
+    /// The previous endpoint (or the session start), when the sequence model runs.
+    from: Option<String>,
+    /// The client's window on the endpoint that just closed (when clean), and its current
+    /// one, this request included.
+    endpoint_window: (Option<Counts>, Counts),
+    /// The same over the whole route.
+    route_window: (Option<Counts>, Counts),
+}
+
+/// Counts a request in the client's window under `key` (an endpoint key, or the route id
+/// for the route's window): returns the window that just closed, if it was clean, and the
+/// current counts.
+fn tick(
+    windows: &mut Vec<Window>,
+    key: &str,
+    now_ms: u64,
+    window_ms: u64,
+) -> (Option<Counts>, Counts) {
+    let index = match windows.iter().position(|w| w.endpoint == key) {
+        Some(i) => i,
+        None => {
+            if windows.len() >= WINDOWS_PER_CLIENT {
+                let oldest = windows
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, w)| w.start_ms)
+                    .map_or(0, |(i, _)| i);
+                windows.swap_remove(oldest);
+            }
+            windows.push(Window {
+                endpoint: key.to_owned(),
+                start_ms: now_ms,
+                ..Window::default()
+            });
+            windows.len() - 1
+        }
+    };
+    let window = &mut windows[index];
+    let mut closed = None;
+    if now_ms >= window.start_ms.saturating_add(window_ms) {
+        if !window.flagged && window.counts.requests > 0 {
+            closed = Some(window.counts);
+        }
+        window.start_ms = now_ms;
+        window.counts = Counts::default();
+        window.flagged = false;
+    }
+    window.counts.requests += 1;
+    (closed, window.counts)
+}
+
+/// An endpoint key as shown: without the route when it is the one judged.
+fn display_endpoint(key: &str, route: &str) -> String {
+    if key == SESSION_START {
+        return "(session start)".into();
+    }
+    key.strip_prefix(route)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .unwrap_or(key)
+        .to_owned()
+}
+
+/// The account a request names: the configured body field (JSON or form), else the
+/// authenticated identity. Lower-cased, since account names (emails) rarely differ by case.
+fn account_of(
+    params: &AccountParams,
+    request: &RequestView<'_>,
+    identity: Option<&str>,
+) -> Option<String> {
+    let named = params.field.as_deref().and_then(|field| {
+        let body = request.body?;
+        let content_type = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.contains("json") {
+            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let mut at = &value;
+            for part in field.split('.') {
+                at = at.get(part)?;
+            }
+            match at {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        } else if content_type.starts_with("application/x-www-form-urlencoded") {
+            let text = std::str::from_utf8(body).ok()?;
+            query_pairs(Some(text))
+                .find(|(name, _)| shape::decode(name, true, 256) == field)
+                .map(|(_, value)| shape::decode(value, true, ACCOUNT_LIMIT * 4))
+        } else {
+            None
+        }
+    });
+    let account = named.or_else(|| identity.map(str::to_owned))?;
+    let account: String = account
+        .trim()
+        .chars()
+        .take(ACCOUNT_LIMIT)
+        .collect::<String>()
+        .to_lowercase();
+    (!account.is_empty()).then_some(account)
 }
 
 fn finding(rule: &'static str, severity: Severity, target: String, evidence: String) -> Finding {
@@ -855,6 +1470,16 @@ impl Stage for BehaviorStage {
         "behavior"
     }
 
+    /// Only to read the account name of a login from its body.
+    fn needs_body(&self) -> bool {
+        self.settings.mode != Mode::Off
+            && self
+                .settings
+                .accounts
+                .as_ref()
+                .is_some_and(|a| a.field.is_some())
+    }
+
     fn inspect(&self, request: &RequestView<'_>, ctx: &mut RequestContext) -> Outcome {
         let identity = ctx.identity.as_ref().map(|i| i.subject.as_str());
         let findings = self.engine.judge(
@@ -882,6 +1507,9 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 struct SnapshotFile {
     version: u32,
     endpoints: Vec<Endpoint>,
+    /// The learned per-client error ratio of each route.
+    #[serde(default)]
+    routes: Vec<RouteStats>,
 }
 
 /// Why a snapshot could not be written or read.
@@ -906,9 +1534,15 @@ impl Behavior {
             endpoints.extend(shard.values().cloned());
         }
         let count = endpoints.len();
+        let mut routes = Vec::new();
+        for shard in &self.routes.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            routes.extend(shard.values().cloned());
+        }
         let file = SnapshotFile {
             version: SNAPSHOT_VERSION,
             endpoints,
+            routes,
         };
         let text = serde_json::to_vec(&file)
             .map_err(|e| PersistError(format!("cannot encode the baselines: {e}")))?;
@@ -955,6 +1589,11 @@ impl Behavior {
             )));
         }
         let now = self.now_ms();
+        // Routes come from the configuration: few, and a file cannot make them many.
+        for stats in file.routes.into_iter().take(self.limits.max_endpoints) {
+            let key = stats.route.clone();
+            self.routes.shard(&key).insert(key, stats);
+        }
         let mut loaded = 0;
         for mut endpoint in file.endpoints {
             if self.endpoint_count.load(Ordering::Relaxed) >= self.limits.max_endpoints {
@@ -962,6 +1601,11 @@ impl Behavior {
             }
             while endpoint.params.len() > self.limits.max_params {
                 endpoint.params.pop_last();
+            }
+            let predecessors = &mut endpoint.predecessors.counts;
+            predecessors.retain(|k, _| k.len() <= KEY_LIMIT);
+            while predecessors.len() > MAX_PREDECESSORS {
+                predecessors.pop_last();
             }
             endpoint.first_ms = now;
             endpoint.last_ms = now;
@@ -1024,6 +1668,365 @@ mod tests {
             flagged: false,
         };
         b.observe(s, "r", &obs, now);
+    }
+
+    /// A request as a client sends it: method, target, headers in order, body.
+    struct Req<'a> {
+        method: Method,
+        target: &'a str,
+        headers: &'a [(&'static str, &'a str)],
+        body: Option<&'a str>,
+    }
+
+    fn get_req<'a>(target: &'a str, headers: &'a [(&'static str, &'a str)]) -> Req<'a> {
+        Req {
+            method: Method::GET,
+            target,
+            headers,
+            body: None,
+        }
+    }
+
+    fn judge_req(b: &Behavior, s: &Settings, ip: &str, req: &Req<'_>, now: u64) -> Vec<Finding> {
+        let uri: Uri = req.target.parse().unwrap();
+        let mut headers = HeaderMap::new();
+        for (k, v) in req.headers {
+            headers.append(*k, v.parse().unwrap());
+        }
+        let info = client(ip);
+        let body = req.body.map(bytes_of);
+        let view = RequestView {
+            method: &req.method,
+            uri: &uri,
+            version: http::Version::HTTP_11,
+            headers: &headers,
+            client: &info,
+            route: "r",
+            request_id: "x",
+            body: body.as_ref(),
+        };
+        b.judge(s, "r", &view, None, now)
+    }
+
+    fn bytes_of(text: &str) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    /// Judges then observes with the given status, as the proxy does; returns the findings.
+    fn exchange(
+        b: &Behavior,
+        s: &Settings,
+        ip: &str,
+        req: &Req<'_>,
+        status: u16,
+        now: u64,
+    ) -> Vec<Finding> {
+        let f = judge_req(b, s, ip, req, now);
+        let uri: Uri = req.target.parse().unwrap();
+        let obs = Observation {
+            method: &req.method,
+            path: uri.path(),
+            query: uri.query(),
+            client: ip.parse().unwrap(),
+            identity: None,
+            status,
+            latency: Duration::from_millis(3),
+            request_bytes: None,
+            response_bytes: Some(100),
+            flagged: !f.is_empty(),
+        };
+        b.observe(s, "r", &obs, now);
+        f
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+
+    /// Chrome's fetch() over plain HTTP, in Chrome's order.
+    const CHROME_FETCH: &[(&str, &str)] = &[
+        ("host", "shop.example"),
+        ("connection", "keep-alive"),
+        ("accept", "application/json"),
+        ("user-agent", CHROME),
+        ("referer", "http://shop.example/"),
+        ("accept-encoding", "gzip, deflate"),
+        ("accept-language", "en-GB,en;q=0.9"),
+    ];
+
+    fn only_new_models() -> Settings {
+        Settings {
+            mode: Mode::Enforce,
+            shape: None,
+            enumeration: None,
+            probing: None,
+            crawling: None,
+            rate: None,
+            auth_failures: None,
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn browser_claims_are_checked_and_api_clients_are_not() {
+        let b = Behavior::new(Limits::default());
+        let s = only_new_models();
+        let f = judge_req(&b, &s, "10.1.0.1", &get_req("/products", CHROME_FETCH), 0);
+        assert!(f.is_empty(), "a real Chrome request was flagged: {f:?}");
+        for api in [
+            &[
+                ("host", "api.example"),
+                ("user-agent", "curl/8.5.0"),
+                ("accept", "*/*"),
+            ][..],
+            &[("user-agent", "okhttp/4.12.0"), ("accept-encoding", "gzip")][..],
+            &[("host", "api.example")][..],
+        ] {
+            let f = judge_req(&b, &s, "10.1.0.2", &get_req("/products", api), 0);
+            assert!(f.is_empty(), "an API client was flagged: {f:?}");
+        }
+        // python-requests wearing Chrome's User-Agent.
+        let spoofed = [
+            ("host", "shop.example"),
+            ("user-agent", CHROME),
+            ("accept-encoding", "gzip, deflate"),
+            ("accept", "*/*"),
+            ("connection", "keep-alive"),
+        ];
+        let f = judge_req(&b, &s, "10.1.0.3", &get_req("/products", &spoofed), 0);
+        assert_eq!(rules(&f), ["behavior.bot.browser_headers"]);
+        assert_eq!(f[0].score, 4);
+        assert!(
+            f[0].evidence
+                .contains("observed a Chrome 124 User-Agent without Accept-Language"),
+            "{}",
+            f[0].evidence
+        );
+        let headless = [(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36",
+        )];
+        let f = judge_req(&b, &s, "10.1.0.4", &get_req("/products", &headless), 0);
+        assert_eq!(rules(&f), ["behavior.bot.automation"]);
+        assert_eq!(f[0].score, 2, "automation agents are a weak signal");
+    }
+
+    #[test]
+    fn headers_changing_under_one_user_agent_are_inconsistent() {
+        let b = Behavior::new(Limits::default());
+        let s = only_new_models();
+        let sdk = [("user-agent", "ShopSDK/2.1"), ("accept-encoding", "gzip")];
+        for i in 0..5 {
+            let f = judge_req(&b, &s, "10.2.0.1", &get_req("/products", &sdk), i);
+            assert!(f.is_empty(), "{f:?}");
+        }
+        // The same User-Agent string from another tool without Accept-Encoding.
+        let other = [("user-agent", "ShopSDK/2.1")];
+        let f = judge_req(&b, &s, "10.2.0.1", &get_req("/products", &other), 6);
+        assert_eq!(rules(&f), ["behavior.bot.inconsistent"]);
+        assert!(
+            f[0].evidence.contains(
+                "observed headers in the order user-agent under the same User-Agent as before, expected user-agent, accept-encoding"
+            ),
+            "{}",
+            f[0].evidence
+        );
+        // Another client with that set from the start is fine.
+        assert!(judge_req(&b, &s, "10.2.0.2", &get_req("/products", &other), 7).is_empty());
+    }
+
+    #[test]
+    fn unseen_transitions_are_flagged_once_learned_and_usual_sessions_are_not() {
+        let b = Behavior::new(Limits::default());
+        let s = Settings {
+            sequence: Some(SequenceParams {
+                min_samples: 50,
+                ..Settings::default().sequence.unwrap()
+            }),
+            ..only_new_models()
+        };
+        let post = |target| Req {
+            method: Method::POST,
+            target,
+            headers: &[],
+            body: None,
+        };
+        let shop = |b: &Behavior, ip: &str, t: u64| -> Vec<Finding> {
+            let mut all = Vec::new();
+            for (i, req) in [
+                get_req("/products", &[]),
+                get_req("/products/42", &[]),
+                get_req("/cart", &[]),
+                post("/checkout/77/confirm"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                all.extend(exchange(b, &s, ip, req, 200, t + i as u64 * 1000));
+            }
+            all
+        };
+        for c in 0..60u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a03_0000 + c).to_string();
+            assert!(shop(&b, &ip, u64::from(c)).is_empty());
+        }
+        // Straight from a product page to the confirmation, without the cart.
+        let attacker = "10.9.0.1";
+        exchange(&b, &s, attacker, &get_req("/products/42", &[]), 200, 100);
+        let f = exchange(&b, &s, attacker, &post("/checkout/78/confirm"), 200, 200);
+        assert_eq!(rules(&f), ["behavior.sequence.unseen"]);
+        assert_eq!(f[0].score, 3);
+        assert_eq!(f[0].target, "sequence:POST /checkout/{id}/confirm");
+        assert!(
+            f[0].evidence.starts_with(
+                "observed GET /products/{id} → POST /checkout/{id}/confirm, seen 0 times in 60 clean transitions into it, expected after GET /cart (100%)"
+            ),
+            "{}",
+            f[0].evidence
+        );
+        // A session that starts on the confirmation is unusual as well.
+        let f = exchange(&b, &s, "10.9.0.2", &post("/checkout/9/confirm"), 200, 300);
+        assert!(f[0].evidence.contains("(session start) →"), "{f:?}");
+        // A usual session after a long pause is still clean: the pause starts a new one.
+        assert!(shop(&b, attacker, 3_600_000).is_empty());
+        let baselines = b.baselines(&s, 0);
+        let confirm = baselines
+            .iter()
+            .find(|e| e.template == "/checkout/{id}/confirm")
+            .unwrap();
+        assert_eq!(confirm.predecessors.get("GET /cart"), Some(&61));
+    }
+
+    #[test]
+    fn a_client_far_above_the_learned_rate_or_error_ratio_is_flagged() {
+        let b = Behavior::new(Limits::default());
+        let s = Settings {
+            rate_anomaly: Some(RateAnomalyParams {
+                window_ms: 10_000,
+                min_windows: 100,
+                ..Settings::default().rate_anomaly.unwrap()
+            }),
+            ..only_new_models()
+        };
+        // 200 clients, two windows each: 4 to 12 requests a window, one 404 in some.
+        for c in 0..200u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a04_0000 + c).to_string();
+            for w in 0..3u64 {
+                let n = 4 + (c as u64 * 7 + w) % 9;
+                for i in 0..n {
+                    let status = if i == 0 && c % 3 == 0 { 404 } else { 200 };
+                    let t = w * 10_000 + i * 500;
+                    let f = exchange(&b, &s, &ip, &get_req("/products", &[]), status, t);
+                    assert!(f.is_empty(), "normal client {ip} flagged: {f:?}");
+                }
+            }
+        }
+        // A scraper: 120 requests in one window.
+        let mut flagged_at = None;
+        for i in 0..120u64 {
+            let f = exchange(
+                &b,
+                &s,
+                "10.9.1.1",
+                &get_req("/products", &[]),
+                200,
+                40_000 + i * 50,
+            );
+            if let Some(first) = f.iter().find(|f| f.rule_id == "behavior.rate.anomaly") {
+                flagged_at.get_or_insert((i + 1, first.evidence.clone()));
+            }
+        }
+        let (at, evidence) = flagged_at.expect("the scraper was not flagged");
+        assert!(
+            (30..=60).contains(&at),
+            "flagged at request {at}: {evidence}"
+        );
+        assert!(
+            evidence.contains("requests in 10s to GET /products, expected at most"),
+            "{evidence}"
+        );
+        // A fuzzer: most answers 400.
+        let mut errors = Vec::new();
+        for i in 0..20u64 {
+            let f = exchange(
+                &b,
+                &s,
+                "10.9.1.2",
+                &get_req("/products", &[]),
+                400,
+                40_000 + i * 100,
+            );
+            errors.extend(
+                f.into_iter()
+                    .filter(|f| f.rule_id == "behavior.errors.anomaly"),
+            );
+        }
+        assert!(!errors.is_empty(), "the fuzzer was not flagged");
+        assert!(
+            errors[0].evidence.contains("responses answered 4xx (100%)"),
+            "{}",
+            errors[0].evidence
+        );
+    }
+
+    #[test]
+    fn failures_against_one_account_from_many_addresses_are_flagged() {
+        let b = Behavior::new(Limits::default());
+        let s = Settings {
+            accounts: Some(AccountParams {
+                bucket: BucketParams {
+                    capacity: 20,
+                    leak_ms: 30_000,
+                },
+                field: Some("user.email".into()),
+            }),
+            ..only_new_models()
+        };
+        let json = [("content-type", "application/json")];
+        let login = |body| Req {
+            method: Method::POST,
+            target: "/login",
+            headers: &json,
+            body: Some(body),
+        };
+        // One legitimate typo is nothing.
+        let mine = r#"{"user":{"email":"bob@example.com"},"password":"x"}"#;
+        assert!(exchange(&b, &s, "10.5.0.9", &login(mine), 401, 0).is_empty());
+        let target = r#"{"user":{"email":"Alice@Example.com"},"password":"123456"}"#;
+        for i in 0..21u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a05_0000 + i).to_string();
+            let f = exchange(&b, &s, &ip, &login(target), 401, u64::from(i));
+            assert!(f.is_empty(), "{f:?}");
+        }
+        // The next attempt on that account, from a fresh address, and in a form body.
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        let f = judge_req(
+            &b,
+            &s,
+            "10.5.1.1",
+            &Req {
+                method: Method::POST,
+                target: "/login",
+                headers: &form,
+                body: Some("user.email=alice%40example.com&password=x"),
+            },
+            30,
+        );
+        assert_eq!(rules(&f), ["behavior.auth_failures.account"]);
+        assert!(
+            f[0].evidence
+                .contains("for account `alice@example.com` from 21 distinct addresses"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(judge_req(&b, &s, "10.5.1.1", &login(mine), 31).is_empty());
+        // Without a configured field, bodies are not read.
+        assert!(
+            !BehaviorStage {
+                route: "r".into(),
+                settings: Settings::default(),
+                engine: Arc::new(Behavior::new(Limits::default())),
+            }
+            .needs_body()
+        );
     }
 
     fn enforcing() -> Settings {

@@ -36,6 +36,66 @@ pub struct Settings {
     pub rate: Option<BucketParams>,
     /// Responses 401 or 403 to one client (brute force, credential stuffing).
     pub auth_failures: Option<BucketParams>,
+    /// Bot signals: browser claims without a browser's headers, header sets that change under
+    /// one User-Agent, automation agents.
+    pub bot: Option<BotParams>,
+    /// Transitions between endpoints never (or rarely) seen in clean sessions.
+    pub sequence: Option<SequenceParams>,
+    /// A client's request rate and error ratio against the learned per-client distribution.
+    pub rate_anomaly: Option<RateAnomalyParams>,
+    /// Authentication failures per account, whatever the address they come from.
+    pub accounts: Option<AccountParams>,
+}
+
+/// Tuning of the bot signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BotParams {
+    /// Flag known automation agents (headless browsers, scraping frameworks), a weak signal.
+    pub automation_agents: bool,
+    /// Flag a client whose header set or order changes while its User-Agent stays the same.
+    pub consistency: bool,
+}
+
+/// Tuning of the call-sequence model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SequenceParams {
+    /// Clean transitions into an endpoint before transitions into it are judged.
+    pub min_samples: u64,
+    /// A transition seen at most this share of the clean transitions into its endpoint is
+    /// rare (0 flags only transitions never seen).
+    pub rare_ratio: f64,
+    /// Distinct previous endpoints remembered per endpoint.
+    pub max_predecessors: usize,
+    /// A pause longer than this starts a new session.
+    pub session_gap_ms: u64,
+}
+
+/// Tuning of the learned per-client rate and error-ratio anomalies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateAnomalyParams {
+    /// Length of one client's counting window.
+    pub window_ms: u64,
+    /// Clean client windows a route needs before its clients are judged.
+    pub min_windows: u64,
+    /// How many standard deviations (of the logarithm of per-window counts) above the learned
+    /// mean a client's count must be.
+    pub deviations: f64,
+    /// A client is never flagged for its rate below this many requests in a window.
+    pub min_requests: u32,
+    /// Responses a window needs before its error ratio counts (learned or judged).
+    pub min_responses: u32,
+    /// A client is never flagged for its error ratio below this ratio of 4xx answers.
+    pub min_error_ratio: f64,
+}
+
+/// Tuning of the per-account authentication-failure model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountParams {
+    /// Failures (401/403) per account: capacity and leak.
+    pub bucket: BucketParams,
+    /// Where the account name is in a JSON or form body (`username`, `user.email`); without
+    /// it, the authenticated identity is the account.
+    pub field: Option<String>,
 }
 
 impl Default for Settings {
@@ -66,6 +126,31 @@ impl Default for Settings {
             auth_failures: Some(BucketParams {
                 capacity: 10,
                 leak_ms: 10_000,
+            }),
+            bot: Some(BotParams {
+                automation_agents: true,
+                consistency: true,
+            }),
+            sequence: Some(SequenceParams {
+                min_samples: 500,
+                rare_ratio: 0.002,
+                max_predecessors: 32,
+                session_gap_ms: 30 * 60_000,
+            }),
+            rate_anomaly: Some(RateAnomalyParams {
+                window_ms: 60_000,
+                min_windows: 200,
+                deviations: 4.0,
+                min_requests: 30,
+                min_responses: 10,
+                min_error_ratio: 0.5,
+            }),
+            accounts: Some(AccountParams {
+                bucket: BucketParams {
+                    capacity: 20,
+                    leak_ms: 30_000,
+                },
+                field: None,
             }),
         }
     }

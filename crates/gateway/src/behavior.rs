@@ -1,9 +1,15 @@
 //! Turns the `behavior:` settings (top level, then each route's changes) into the behaviour
 //! stage's compiled settings, reporting every invalid value with its route.
 
-use apiguard_behavior::{BucketParams, Limits, Mode, Settings, ShapeParams};
+use apiguard_behavior::{
+    AccountParams, BotParams, BucketParams, Limits, Mode, RateAnomalyParams, SequenceParams,
+    Settings, ShapeParams,
+};
 
-use crate::config::{BehaviorConfig, BehaviorMode, BucketConfig, Config, RouteConfig, ShapeConfig};
+use crate::config::{
+    AccountsConfig, BehaviorConfig, BehaviorMode, BotConfig, BucketConfig, Config,
+    RateAnomalyConfig, RouteConfig, SequenceConfig, ShapeConfig,
+};
 use crate::load::Problem;
 
 /// The memory bounds the engine is created with (read at start only).
@@ -58,6 +64,9 @@ pub fn compile_behavior(config: &Config, problems: &mut Vec<Problem>) -> Vec<Opt
     for (name, bucket) in buckets(&global) {
         check_bucket(&format!("behavior.{name}"), bucket, problems);
     }
+    check_sequence("behavior.sequence", &global.sequence, problems);
+    check_rate_anomaly("behavior.rate_anomaly", &global.rate_anomaly, problems);
+    check_accounts("behavior.accounts", &global.accounts, problems);
     let global_ok = problems.len() == before;
     config
         .routes
@@ -109,6 +118,118 @@ fn check_bucket(path: &str, bucket: &BucketConfig, problems: &mut Vec<Problem>) 
     }
 }
 
+fn check_sequence(path: &str, s: &SequenceConfig, problems: &mut Vec<Problem>) {
+    if s.min_samples == 0 {
+        problems.push(Problem::general(format!(
+            "{path}.min_samples must be at least 1"
+        )));
+    }
+    if !(s.rare_ratio.is_finite() && (0.0..=0.5).contains(&s.rare_ratio)) {
+        problems.push(Problem::general(format!(
+            "{path}.rare_ratio must be 0 to 0.5, not {}",
+            s.rare_ratio
+        )));
+    }
+    if !(1..=1024).contains(&s.max_predecessors) {
+        problems.push(Problem::general(format!(
+            "{path}.max_predecessors must be 1 to 1024, not {}",
+            s.max_predecessors
+        )));
+    }
+    if s.session_gap.0.is_zero() {
+        problems.push(Problem::general(format!(
+            "{path}.session_gap must be longer than 0"
+        )));
+    }
+}
+
+fn check_rate_anomaly(path: &str, r: &RateAnomalyConfig, problems: &mut Vec<Problem>) {
+    if r.window.0 < std::time::Duration::from_secs(1) {
+        problems.push(Problem::general(format!(
+            "{path}.window must be at least 1s"
+        )));
+    }
+    for (what, value) in [
+        ("min_windows", r.min_windows),
+        ("min_requests", u64::from(r.min_requests)),
+        ("min_responses", u64::from(r.min_responses)),
+    ] {
+        if value == 0 {
+            problems.push(Problem::general(format!(
+                "{path}.{what} must be at least 1"
+            )));
+        }
+    }
+    if !(r.deviations.is_finite() && r.deviations >= 1.0) {
+        problems.push(Problem::general(format!(
+            "{path}.deviations must be a number of at least 1.0, not {}",
+            r.deviations
+        )));
+    }
+    if !(r.min_error_ratio.is_finite() && (0.0..=1.0).contains(&r.min_error_ratio)) {
+        problems.push(Problem::general(format!(
+            "{path}.min_error_ratio must be 0 to 1, not {}",
+            r.min_error_ratio
+        )));
+    }
+}
+
+fn check_accounts(path: &str, a: &AccountsConfig, problems: &mut Vec<Problem>) {
+    check_bucket(
+        path,
+        &BucketConfig {
+            enabled: a.enabled,
+            capacity: a.capacity,
+            leak: a.leak,
+        },
+        problems,
+    );
+    if let Some(field) = &a.field
+        && (field.is_empty() || field.split('.').any(str::is_empty))
+    {
+        problems.push(Problem::general(format!(
+            "{path}.field `{field}` must be a field name, dotted for nested JSON (`user.email`)"
+        )));
+    }
+}
+
+fn bot(b: &BotConfig) -> Option<BotParams> {
+    b.enabled.then_some(BotParams {
+        automation_agents: b.automation_agents,
+        consistency: b.consistency,
+    })
+}
+
+fn sequence(s: &SequenceConfig) -> Option<SequenceParams> {
+    s.enabled.then_some(SequenceParams {
+        min_samples: s.min_samples,
+        rare_ratio: s.rare_ratio,
+        max_predecessors: s.max_predecessors,
+        session_gap_ms: (s.session_gap.0.as_millis() as u64).max(1),
+    })
+}
+
+fn rate_anomaly(r: &RateAnomalyConfig) -> Option<RateAnomalyParams> {
+    r.enabled.then_some(RateAnomalyParams {
+        window_ms: (r.window.0.as_millis() as u64).max(1),
+        min_windows: r.min_windows,
+        deviations: r.deviations,
+        min_requests: r.min_requests,
+        min_responses: r.min_responses,
+        min_error_ratio: r.min_error_ratio,
+    })
+}
+
+fn accounts(a: &AccountsConfig) -> Option<AccountParams> {
+    a.enabled.then(|| AccountParams {
+        bucket: BucketParams {
+            capacity: a.capacity,
+            leak_ms: (a.leak.0.as_millis() as u64).max(1),
+        },
+        field: a.field.clone(),
+    })
+}
+
 fn params(bucket: &BucketConfig) -> Option<BucketParams> {
     bucket.enabled.then_some(BucketParams {
         capacity: bucket.capacity,
@@ -140,6 +261,19 @@ fn effective(
     let crawling = pick("crawling", &local.crawling, &global.crawling);
     let rate = pick("rate", &local.rate, &global.rate);
     let auth_failures = pick("auth_failures", &local.auth_failures, &global.auth_failures);
+    if let Some(s) = &local.sequence {
+        check_sequence(&format!("{prefix}.sequence"), s, problems);
+    }
+    if let Some(r) = &local.rate_anomaly {
+        check_rate_anomaly(&format!("{prefix}.rate_anomaly"), r, problems);
+    }
+    if let Some(a) = &local.accounts {
+        check_accounts(&format!("{prefix}.accounts"), a, problems);
+    }
+    let bot = bot(local.bot.as_ref().unwrap_or(&global.bot));
+    let sequence = sequence(local.sequence.as_ref().unwrap_or(&global.sequence));
+    let rate_anomaly = rate_anomaly(local.rate_anomaly.as_ref().unwrap_or(&global.rate_anomaly));
+    let accounts = accounts(local.accounts.as_ref().unwrap_or(&global.accounts));
     let mode = match local.mode.unwrap_or(global.mode) {
         BehaviorMode::Off => return None,
         BehaviorMode::Learn => Mode::Learn,
@@ -161,5 +295,9 @@ fn effective(
         crawling,
         rate,
         auth_failures,
+        bot,
+        sequence,
+        rate_anomaly,
+        accounts,
     })
 }

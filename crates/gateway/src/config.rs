@@ -679,6 +679,170 @@ pub struct BehaviorConfig {
     /// One client collecting many 401/403 answers (brute force, credential stuffing).
     #[serde(default = "defaults::behavior_auth_failures")]
     pub auth_failures: BucketConfig,
+    /// Bot signals: a browser User-Agent without a browser's headers, headers changing under
+    /// one User-Agent, automation agents.
+    #[serde(default)]
+    pub bot: BotConfig,
+    /// Call sequences: transitions between endpoints never seen in clean sessions.
+    #[serde(default)]
+    pub sequence: SequenceConfig,
+    /// A client's request rate and 4xx ratio against the learned distribution of clients.
+    #[serde(default)]
+    pub rate_anomaly: RateAnomalyConfig,
+    /// Authentication failures (401/403) per account, from any address (credential
+    /// stuffing against one account).
+    #[serde(default)]
+    pub accounts: AccountsConfig,
+}
+
+/// Bot signals read from request headers. Only User-Agents claiming a browser are checked
+/// against browser habits: API clients sending few headers are not flagged for it.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Flag User-Agents naming an automation tool (headless browsers, scraping frameworks):
+    /// a weak signal (notice, 2 points).
+    #[serde(default = "defaults::yes")]
+    pub automation_agents: bool,
+    /// Flag a client whose User-Agent, Accept-Encoding and Accept-Language headers change
+    /// presence or order while its User-Agent stays the same.
+    #[serde(default = "defaults::yes")]
+    pub consistency: bool,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            enabled: true,
+            automation_agents: true,
+            consistency: true,
+        }
+    }
+}
+
+/// The call-sequence model: per endpoint, how often each endpoint came right before it in
+/// clean sessions (a bounded first-order Markov model).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Clean transitions into an endpoint before transitions into it are judged.
+    #[serde(default = "defaults::behavior_sequence_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: u64,
+    /// A transition seen at most this share of the clean transitions into its endpoint is
+    /// flagged; 0 flags only transitions never seen.
+    #[serde(default = "defaults::behavior_sequence_rare_ratio")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub rare_ratio: f64,
+    /// Distinct previous endpoints remembered per endpoint (memory bound).
+    #[serde(default = "defaults::behavior_sequence_max_predecessors")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_predecessors: usize,
+    /// A pause longer than this starts a new session, such as `30m`.
+    #[serde(default = "defaults::behavior_sequence_session_gap")]
+    #[schemars(with = "String")]
+    pub session_gap: DurationSpec,
+}
+
+impl Default for SequenceConfig {
+    fn default() -> Self {
+        SequenceConfig {
+            enabled: true,
+            min_samples: defaults::behavior_sequence_min_samples(),
+            rare_ratio: defaults::behavior_sequence_rare_ratio(),
+            max_predecessors: defaults::behavior_sequence_max_predecessors(),
+            session_gap: defaults::behavior_sequence_session_gap(),
+        }
+    }
+}
+
+/// Learned rate and error-ratio anomalies: each client's requests and 4xx answers per window
+/// on a route, against the distribution learned from clean client windows of that route.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateAnomalyConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// One client's counting window, such as `1m`.
+    #[serde(default = "defaults::behavior_rate_anomaly_window")]
+    #[schemars(with = "String")]
+    pub window: DurationSpec,
+    /// Clean client windows a route needs before its clients are judged.
+    #[serde(default = "defaults::behavior_rate_anomaly_min_windows")]
+    #[schemars(range(min = 1))]
+    pub min_windows: u64,
+    /// Standard deviations above the learned mean (of the logarithm of requests per window,
+    /// and of the 4xx ratio) a client must be.
+    #[serde(default = "defaults::behavior_rate_anomaly_deviations")]
+    #[schemars(range(min = 1.0))]
+    pub deviations: f64,
+    /// Never flag a client's rate below this many requests in a window.
+    #[serde(default = "defaults::behavior_rate_anomaly_min_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: u32,
+    /// Responses a window needs before its 4xx ratio is learned or judged.
+    #[serde(default = "defaults::behavior_rate_anomaly_min_responses")]
+    #[schemars(range(min = 1))]
+    pub min_responses: u32,
+    /// Never flag a client's 4xx ratio below this.
+    #[serde(default = "defaults::behavior_rate_anomaly_min_error_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_error_ratio: f64,
+}
+
+impl Default for RateAnomalyConfig {
+    fn default() -> Self {
+        RateAnomalyConfig {
+            enabled: true,
+            window: defaults::behavior_rate_anomaly_window(),
+            min_windows: defaults::behavior_rate_anomaly_min_windows(),
+            deviations: defaults::behavior_rate_anomaly_deviations(),
+            min_requests: defaults::behavior_rate_anomaly_min_requests(),
+            min_responses: defaults::behavior_rate_anomaly_min_responses(),
+            min_error_ratio: defaults::behavior_rate_anomaly_min_error_ratio(),
+        }
+    }
+}
+
+/// Authentication failures per account: each 401/403 answered to a request naming the
+/// account pours one unit; while the bucket overflows, requests naming it are flagged.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Failures an account's bucket holds before it overflows.
+    #[serde(default = "defaults::behavior_accounts_capacity")]
+    #[schemars(range(min = 1))]
+    pub capacity: u32,
+    /// Time for one failure to leak out, such as `30s`.
+    #[serde(default = "defaults::behavior_accounts_leak")]
+    #[schemars(with = "String")]
+    pub leak: DurationSpec,
+    /// The body field naming the account in a JSON or form login request, dotted for
+    /// nested JSON (`username`, `user.email`). Set it on the login route: the body is then
+    /// buffered for inspection. Without it, the authenticated identity is the account.
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            enabled: true,
+            capacity: defaults::behavior_accounts_capacity(),
+            leak: defaults::behavior_accounts_leak(),
+            field: None,
+        }
+    }
 }
 
 impl Default for BehaviorConfig {
@@ -696,6 +860,10 @@ impl Default for BehaviorConfig {
             crawling: defaults::behavior_crawling(),
             rate: defaults::behavior_rate(),
             auth_failures: defaults::behavior_auth_failures(),
+            bot: BotConfig::default(),
+            sequence: SequenceConfig::default(),
+            rate_anomaly: RateAnomalyConfig::default(),
+            accounts: AccountsConfig::default(),
         }
     }
 }
@@ -776,6 +944,18 @@ pub struct RouteBehaviorConfig {
     /// Replaces `behavior.auth_failures`.
     #[serde(default)]
     pub auth_failures: Option<BucketConfig>,
+    /// Replaces `behavior.bot`.
+    #[serde(default)]
+    pub bot: Option<BotConfig>,
+    /// Replaces `behavior.sequence`.
+    #[serde(default)]
+    pub sequence: Option<SequenceConfig>,
+    /// Replaces `behavior.rate_anomaly`.
+    #[serde(default)]
+    pub rate_anomaly: Option<RateAnomalyConfig>,
+    /// Replaces `behavior.accounts` (set `field` here on the login route).
+    #[serde(default)]
+    pub accounts: Option<AccountsConfig>,
 }
 
 /// Parser bounds of the detection engine.
@@ -1488,6 +1668,42 @@ pub mod defaults {
     }
     pub fn behavior_auth_failures() -> BucketConfig {
         bucket(10, DurationSpec::secs(10))
+    }
+    pub fn behavior_sequence_min_samples() -> u64 {
+        500
+    }
+    pub fn behavior_sequence_rare_ratio() -> f64 {
+        0.002
+    }
+    pub fn behavior_sequence_max_predecessors() -> usize {
+        32
+    }
+    pub fn behavior_sequence_session_gap() -> DurationSpec {
+        DurationSpec::secs(30 * 60)
+    }
+    pub fn behavior_rate_anomaly_window() -> DurationSpec {
+        DurationSpec::secs(60)
+    }
+    pub fn behavior_rate_anomaly_min_windows() -> u64 {
+        200
+    }
+    pub fn behavior_rate_anomaly_deviations() -> f64 {
+        4.0
+    }
+    pub fn behavior_rate_anomaly_min_requests() -> u32 {
+        30
+    }
+    pub fn behavior_rate_anomaly_min_responses() -> u32 {
+        10
+    }
+    pub fn behavior_rate_anomaly_min_error_ratio() -> f64 {
+        0.5
+    }
+    pub fn behavior_accounts_capacity() -> u32 {
+        20
+    }
+    pub fn behavior_accounts_leak() -> DurationSpec {
+        DurationSpec::secs(30)
     }
 
     pub fn yes() -> bool {

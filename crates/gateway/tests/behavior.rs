@@ -318,3 +318,78 @@ async fn learned_baselines_survive_a_restart() {
         "the restarted gateway forgot what it learned: {found:?}"
     );
 }
+
+#[tokio::test]
+async fn browser_claims_without_browser_headers_are_flagged_and_api_clients_are_not() {
+    let upstream = TestUpstream::start().await.unwrap();
+    let gw = start(&config(upstream.addr())).await;
+    let mut events = gw.gateway.subscribe();
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+    let send_as = |local: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let gw = &gw;
+        async move {
+            let mut request = http::Request::get(gw.url("/echo/products"));
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request.body(http_body_util::Full::default()).unwrap();
+            send(&client_from(local), request).await.status
+        }
+    };
+    // A real Chrome fetch over plain HTTP (no Sec-Fetch-* required there), curl, an SDK.
+    let browser = vec![
+        ("accept", "application/json"),
+        ("user-agent", chrome),
+        ("accept-encoding", "gzip, deflate"),
+        ("accept-language", "en-GB,en;q=0.9"),
+    ];
+    assert_eq!(send_as("127.0.0.6", browser).await, StatusCode::OK);
+    assert_eq!(
+        send_as(
+            "127.0.0.7",
+            vec![("user-agent", "curl/8.5.0"), ("accept", "*/*")]
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_as("127.0.0.7", vec![("user-agent", "ShopSDK/2.3.0")]).await,
+        StatusCode::OK
+    );
+    assert_eq!(drain(&mut events), vec![], "real clients were flagged");
+
+    // python-requests wearing Chrome's User-Agent: flagged (4 points, under the threshold:
+    // it passes) and explained.
+    let spoofed = vec![
+        ("user-agent", chrome),
+        ("accept-encoding", "gzip, deflate"),
+        ("accept", "*/*"),
+    ];
+    assert_eq!(send_as("127.0.0.8", spoofed).await, StatusCode::OK);
+    let found = drain(&mut events);
+    let bot = found
+        .iter()
+        .find(|(_, f)| f.rule_id == "behavior.bot.browser_headers")
+        .unwrap_or_else(|| panic!("no bot finding: {found:?}"));
+    assert_eq!(bot.0, "127.0.0.8".parse::<IpAddr>().unwrap());
+    assert_eq!(bot.1.score, 4);
+    assert!(
+        bot.1
+            .evidence
+            .contains("observed a Chrome 124 User-Agent without Accept-Language"),
+        "{:?}",
+        bot.1
+    );
+
+    // Invalid settings of the new models are refused with their path.
+    gw.write_config(&config(upstream.addr()).replace(
+        "shape: {min_samples: 20}",
+        "shape: {min_samples: 20}\n  sequence: {rare_ratio: 0.9}\n  accounts: {field: \"user..email\"}",
+    ));
+    let error = gw.gateway.reload("test").unwrap_err().to_string();
+    assert!(
+        error.contains("behavior.sequence.rare_ratio must be 0 to 0.5, not 0.9")
+            && error.contains("behavior.accounts.field `user..email` must be a field name"),
+        "{error}"
+    );
+}
