@@ -13,7 +13,10 @@ use http::Version;
 
 #[path = "common/traffic.rs"]
 mod traffic;
-use traffic::{Req, attack_traffic, clean_traffic, gateway_get, order_json_2k, typical_get};
+use traffic::{
+    Req, attack_traffic, clean_traffic, gateway_get, order_json_2k, order_json_2k_fresh,
+    typical_get,
+};
 
 fn bench_set(c: &mut Criterion, name: &str, engine: &Engine, requests: &[Req]) {
     let client = ClientInfo {
@@ -52,6 +55,9 @@ fn engine_benches(c: &mut Criterion) {
     bench_set(c, "get_typical", &engine, &[typical_get()]);
     bench_set(c, "get_gateway", &engine, &[gateway_get()]);
     bench_set(c, "post_json_2k", &engine, &[order_json_2k()]);
+    // 64 different orders per iteration: bodies never seen before.
+    let fresh: Vec<Req> = (0..64).map(order_json_2k_fresh).collect();
+    bench_set(c, "post_json_2k_fresh_x64", &engine, &fresh);
     c.bench_function("engine_new", |b| {
         b.iter(|| black_box(Engine::new(EngineConfig::default(), &[]).unwrap()))
     });

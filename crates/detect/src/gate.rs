@@ -12,15 +12,23 @@ pub(crate) struct Features {
 
 impl Features {
     pub(crate) fn of(text: &str) -> Features {
-        let mut f = Features::default();
-        for &b in text.as_bytes() {
-            if b >= 0x80 {
-                f.non_ascii = true;
-            } else {
-                f.bits[usize::from(b >> 6)] |= 1u64 << (b & 63);
-            }
+        // Without a branch per byte, and four bytes per step: every value goes through here.
+        // Bytes from 0x80 land in the upper two words, which only say "non-ASCII".
+        let mut words = [0u64; 4];
+        let mut chunks = text.as_bytes().chunks_exact(4);
+        for c in &mut chunks {
+            words[usize::from(c[0] >> 6)] |= 1u64 << (c[0] & 63);
+            words[usize::from(c[1] >> 6)] |= 1u64 << (c[1] & 63);
+            words[usize::from(c[2] >> 6)] |= 1u64 << (c[2] & 63);
+            words[usize::from(c[3] >> 6)] |= 1u64 << (c[3] & 63);
         }
-        f
+        for &b in chunks.remainder() {
+            words[usize::from(b >> 6)] |= 1u64 << (b & 63);
+        }
+        Features {
+            bits: [words[0], words[1]],
+            non_ascii: words[2] | words[3] != 0,
+        }
     }
 
     /// These features without the bytes of `set` (the features of the value with those
@@ -302,5 +310,30 @@ mod tests {
         let t = "w'h'o";
         assert!(!Features::of(t).transparent(Transform::Shell, t));
         assert!(mask(b"a")[1] & (1 << (b'A' - 64)) != 0);
+    }
+
+    /// The four-bytes-a-step byte pass says exactly what a byte-by-byte pass says, whatever
+    /// the length and wherever a non-ASCII character falls.
+    #[test]
+    fn features_match_a_byte_by_byte_pass() {
+        let samples = [
+            "",
+            "a",
+            "abc",
+            "abcd",
+            "Blue cotton shirt",
+            "\0\x7f~ {}",
+            "caf\u{e9}",
+            "\u{e9}abc",
+            "abcd\u{2019}",
+            "x\u{1f600}",
+        ];
+        for text in samples {
+            let f = Features::of(text);
+            assert_eq!(f.non_ascii, !text.is_ascii(), "{text:?}");
+            for b in 0u8..0x80 {
+                assert_eq!(f.has(b), text.as_bytes().contains(&b), "{text:?} byte {b}");
+            }
+        }
     }
 }

@@ -325,6 +325,7 @@ impl<'a> TargetRef<'a> {
     }
 
     /// The rule-file group of this target.
+    #[inline]
     pub(crate) fn group(&self) -> TargetGroup {
         match self.name {
             TargetName::Text(name) => group_of(self.kind, name),

@@ -180,3 +180,172 @@ pub fn order_json_2k() -> Req {
         body,
     )
 }
+
+fn pick(random: u64, words: &[&'static str]) -> &'static str {
+    words[(random % words.len() as u64) as usize]
+}
+
+/// A 2 KB JSON order shaped like [`order_json_2k`] whose values differ with `seed` (names,
+/// e-mail addresses, SKUs, prices, tags, notes): a stream of bodies never seen before, so
+/// that nothing learnt from one body (a memo of silent values, say) helps the next.
+pub fn order_json_2k_fresh(seed: u64) -> Req {
+    // splitmix64: deterministic, so every run inspects the same stream.
+    let mut state = seed
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(0x2545_f491);
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    const FIRST: &[&str] = &[
+        "Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Gustav", "Hana", "Ivan", "Jules",
+        "Keiko", "Lars", "Maria", "Nadia", "Omar", "Priya",
+    ];
+    const LAST: &[&str] = &[
+        "Example",
+        "Okafor",
+        "Lindqvist",
+        "Moreau",
+        "Tanaka",
+        "Silva",
+        "Kowalski",
+        "Haddad",
+        "Novak",
+        "Brennan",
+        "Ivanova",
+        "Park",
+    ];
+    const STREETS: &[&str] = &[
+        "Main Street",
+        "Oak Avenue",
+        "Rue de la Gare",
+        "Market Square",
+        "Hill Road",
+        "Station Lane",
+        "Harbour View",
+        "Elm Court",
+    ];
+    const CITIES: &[&str] = &[
+        "Springfield",
+        "Rotterdam",
+        "Lyon",
+        "Osaka",
+        "Porto",
+        "Gdansk",
+        "Leeds",
+        "Austin",
+    ];
+    const ADJECTIVES: &[&str] = &[
+        "Blue", "Red", "Organic", "Wireless", "Compact", "Vintage", "Large", "Quiet", "Green",
+        "Leather", "Ceramic", "Folding",
+    ];
+    const NOUNS: &[&str] = &[
+        "cotton shirt",
+        "running shoes",
+        "coffee beans",
+        "mouse",
+        "notebook",
+        "water bottle",
+        "desk lamp",
+        "phone case",
+        "backpack",
+        "teapot",
+        "umbrella",
+        "keyboard",
+    ];
+    const TAGS: &[&str] = &[
+        "sale",
+        "summer",
+        "new",
+        "gift",
+        "clearance",
+        "eco",
+        "bundle",
+        "limited",
+        "winter",
+    ];
+    const NOTE_WORDS: &[&str] = &[
+        "please",
+        "deliver",
+        "after",
+        "before",
+        "the",
+        "parcel",
+        "at",
+        "front",
+        "desk",
+        "and",
+        "leave",
+        "call",
+        "me",
+        "on",
+        "arrival",
+        "back",
+        "door",
+        "or",
+        "with",
+        "neighbour",
+        "ring",
+        "twice",
+        "thanks",
+        "pm",
+        "am",
+        "gate",
+        "code",
+    ];
+    let first = pick(next(), FIRST);
+    let last = pick(next(), LAST);
+    let mut body = format!(
+        r#"{{"order_id":"ord-2026-{:06}","customer":{{"id":{},"name":"{first} {last}","email":"{}.{}@example.com","phone":"+1 555 {:04}","address":{{"street":"{} {}","city":"{}","zip":"{:05}","country":"{}"}}}},"currency":"{}","items":["#,
+        next() % 1_000_000,
+        next() % 100_000,
+        first.to_ascii_lowercase(),
+        last.to_ascii_lowercase(),
+        next() % 10_000,
+        1 + next() % 400,
+        pick(next(), STREETS),
+        pick(next(), CITIES),
+        next() % 100_000,
+        pick(next(), &["US", "NL", "FR", "JP", "PT", "PL", "GB"]),
+        pick(next(), &["USD", "EUR", "JPY", "GBP", "PLN"]),
+    );
+    for i in 0..18 {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"sku":"SKU-{:05}","name":"{} {}","qty":{},"unit_price":{}.{:02},"tags":["{}","{}"]}}"#,
+            next() % 100_000,
+            pick(next(), ADJECTIVES),
+            pick(next(), NOUNS),
+            1 + next() % 5,
+            1 + next() % 200,
+            next() % 100,
+            pick(next(), TAGS),
+            pick(next(), TAGS),
+        ));
+    }
+    body.push_str(r#"],"notes":""#);
+    let mut words = 0;
+    while words < 12 || (body.len() < 1960 && words < 40) {
+        if words > 0 {
+            body.push(' ');
+        }
+        body.push_str(pick(next(), NOTE_WORDS));
+        words += 1;
+    }
+    body.push_str(&format!(r#"","ref":"{:016x}"}}"#, next()));
+    req_with(
+        "POST",
+        "/api/orders",
+        &[
+            ("host", "localhost"),
+            ("content-type", "application/json"),
+            ("content-length", &body.len().to_string()),
+        ],
+        &body,
+    )
+}

@@ -362,6 +362,7 @@ fn number(bytes: &[u8], pos: usize) -> Result<usize, ()> {
 
 impl<'t> JsonDoc<'t> {
     /// The text of a key or value: borrowed, or unescaped when it has escapes.
+    #[inline]
     pub(crate) fn value(&self, span: Span) -> Cow<'t, str> {
         let raw = &self.text[span.start..span.end];
         if span.escaped {

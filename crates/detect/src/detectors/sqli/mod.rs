@@ -259,8 +259,21 @@ enum Context {
 }
 
 /// Cheap rejection: SQL needs punctuation or one of its few keywords.
+/// The punctuation that makes any value worth tokenizing (see [`worth_tokenizing`]), as a
+/// table: a look-up per byte instead of a search of the set.
+static SQL_PUNCTUATION: [bool; 256] = {
+    let mut table = [false; 256];
+    let set = b"'\"();=<>#-/@|&*+`!:?";
+    let mut i = 0;
+    while i < set.len() {
+        table[set[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn worth_tokenizing(input: &str) -> bool {
-    input.bytes().any(|b| b"'\"();=<>#-/@|&*+`!:?".contains(&b))
+    input.bytes().any(|b| SQL_PUNCTUATION[usize::from(b)])
         || input
             .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
             .any(|w| {
