@@ -21,23 +21,9 @@ struct Running {
 }
 
 async fn start(settings: apiguard_hub::Settings, dir: &tempfile::TempDir) -> Running {
-    let mut settings = settings;
-    settings.store = format!("sqlite://{}", dir.path().join("hub.db").display());
-    let hub = Hub::start(settings).await.unwrap();
-    let base = format!("http://{}", hub.local_addr());
-    let client = reqwest::Client::new();
-    let (_, alpha) = common::register(
-        &client,
-        &base,
-        json!({"name": "alpha", "organisation": "Alpha"}),
-    )
-    .await;
-    let (_, beta) = common::register(
-        &client,
-        &base,
-        json!({"name": "beta", "organisation": "Beta"}),
-    )
-    .await;
+    let (hub, base, client, keys) =
+        common::start_with(settings, dir, &[("alpha", "Alpha"), ("beta", "Beta")]).await;
+    let [alpha, beta] = <[String; 2]>::try_from(keys).unwrap();
     Running {
         hub,
         base,

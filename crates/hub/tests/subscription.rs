@@ -321,23 +321,10 @@ async fn the_subscription_is_authenticated() {
 #[tokio::test]
 async fn a_subscription_from_a_pruned_or_unknown_cursor_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = common::settings(&common::admin_line());
-    settings.store = format!("sqlite://{}", dir.path().join("hub.db").display());
-    let hub = Hub::start(settings).await.unwrap();
-    let base = format!("http://{}", hub.local_addr());
-    let client = reqwest::Client::new();
-    let (_, alpha) = common::register(
-        &client,
-        &base,
-        json!({"name": "alpha", "organisation": "Alpha"}),
-    )
-    .await;
-    let (_, beta) = common::register(
-        &client,
-        &base,
-        json!({"name": "beta", "organisation": "Beta"}),
-    )
-    .await;
+    let settings = common::settings(&common::admin_line());
+    let (hub, base, client, keys) =
+        common::start_with(settings, &dir, &[("alpha", "Alpha"), ("beta", "Beta")]).await;
+    let [alpha, beta] = <[String; 2]>::try_from(keys).unwrap();
     for n in 1..=3 {
         post(
             &client,

@@ -154,3 +154,22 @@ pub async fn stop_and_clean(hub: apiguard_hub::Hub) {
         bus.delete_topology().await.unwrap();
     }
 }
+
+/// A hub on a SQLite file in `dir`, with participants registered (name, organisation):
+/// answers the hub, its base URL, a client and each participant's API key, in order.
+pub async fn start_with(
+    mut settings: Settings,
+    dir: &tempfile::TempDir,
+    participants: &[(&str, &str)],
+) -> (apiguard_hub::Hub, String, reqwest::Client, Vec<String>) {
+    settings.store = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let hub = apiguard_hub::Hub::start(settings).await.unwrap();
+    let base = format!("http://{}", hub.local_addr());
+    let client = reqwest::Client::new();
+    let mut keys = Vec::new();
+    for (name, organisation) in participants {
+        let body = serde_json::json!({"name": name, "organisation": organisation});
+        keys.push(register(&client, &base, body).await.1);
+    }
+    (hub, base, client, keys)
+}
