@@ -88,6 +88,27 @@ fn validate_reports_unknown_keys_and_unreadable_certificates() {
 }
 
 #[test]
+fn validate_lists_every_structural_problem_in_one_run() {
+    let (ok, errors) = validate(
+        "listeners:\n  - adress: 127.0.0.1:8080\nroutes:\n  - id: r\n    upstream: app\n    limits: {max_body_bytes: lots, max_header_count: 10}\n    detect: {mode: loud}\n",
+    );
+    assert!(!ok);
+    let lines: Vec<&str> = errors.lines().collect();
+    for expected in [
+        "FILE:1:1: missing field `upstreams`",
+        "FILE:2:5: unknown field `adress` in `listeners[0]`",
+        "FILE:2:5: missing field `address` in `listeners[0]`",
+        "FILE:6:30: `routes[0].limits.max_body_bytes` must be of type integer",
+        "FILE:7:20: `routes[0].detect.mode` must be one of",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "no line starts with {expected:?} in:\n{errors}"
+        );
+    }
+}
+
+#[test]
 fn the_example_configuration_is_valid_and_help_is_complete() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for example in [

@@ -7,6 +7,8 @@ use serde_saphyr::Spanned;
 
 use crate::config::Config;
 
+mod structure;
+
 /// Largest configuration file accepted; a bigger one is a mistake, not a config.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -91,8 +93,37 @@ pub fn read_config(path: &Path) -> Result<(Config, String), ConfigError> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(unreadable)?;
-    let config = parse_config(&text).map_err(|p| ConfigError::single(&file, p))?;
+    let config = parse_config_reporting_all(&text).map_err(|problems| ConfigError {
+        file: file.clone(),
+        problems,
+    })?;
     Ok((config, text))
+}
+
+/// Parses configuration text; on failure, every structural problem the schema finds as well
+/// as the parser's own first error, so one round of `apiguard validate` lists them all.
+pub fn parse_config_reporting_all(text: &str) -> Result<Config, Vec<Problem>> {
+    let first = match parse_config(text) {
+        Ok(config) => return Ok(config),
+        Err(problem) => problem,
+    };
+    let mut problems = structure::schema_problems(text);
+    // The parser's error is kept unless the schema already said the same thing: it may name
+    // what the schema cannot see (a malformed duration, an unknown enum variant).
+    let already_said = problems.iter().any(|p| {
+        (p.position.is_some() && p.position == first.position)
+            || first.message.starts_with(&p.message)
+            || first
+                .message
+                .split(',')
+                .next()
+                .is_some_and(|head| !head.is_empty() && p.message.starts_with(head))
+    });
+    if !already_said {
+        problems.push(first);
+        problems.sort_by_key(|p| p.position);
+    }
+    Err(problems)
 }
 
 /// Parses configuration text.
