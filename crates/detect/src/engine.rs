@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 
 use apiguard_model::{Finding, RequestView};
 
-use crate::collect::{self, Anomaly, LiteralHit, Visit};
+use crate::collect::{self, Anomaly, Visit};
 use crate::config::{EngineConfig, Mode};
 use crate::detectors::protocol::{self, TargetChecks};
 use crate::detectors::{Boundary, cmdi};
@@ -94,7 +94,8 @@ impl Engine {
             checks: TargetChecks::new(request),
             index: 0,
         };
-        let mut collected = collect::collect(request, &self.config, &mut run);
+        let prefilter = self.prefilter.then_some(&self.rules);
+        let mut collected = collect::collect(request, &self.config, prefilter, &mut run);
         let Run {
             sink: rule_sink,
             checks,
@@ -191,16 +192,34 @@ impl Engine {
         };
         let raw_features = Features::of(value);
         // Most values are settled by their bytes and literals alone (see `quick_silent`).
-        if self.prefilter
+        let quiet = self.prefilter
             && self.rules.quick_silent(
                 ctx.bit,
                 value,
                 &raw_features,
                 target.literals,
                 &mut scratch.fast,
-            )
-            && !base64_possible(target.kind, value, &raw_features)
-        {
+            );
+        if quiet && !base64_possible(target.kind, value, &raw_features) {
+            return;
+        }
+        if quiet {
+            // Nothing fires on the value itself, and it has no `=` to split on (a byte the
+            // quick check refuses): only its base64 text is left to inspect.
+            if let Some(text) = base64::decode_runs(value, target.kind == TargetKind::Path) {
+                let text_decoded = normalize::decode(&text);
+                let text_features = Features::of(&text_decoded);
+                self.run_groups(
+                    &ctx,
+                    &text,
+                    &text_decoded,
+                    &text_features,
+                    None,
+                    true,
+                    sink,
+                    scratch,
+                );
+            }
             return;
         }
         // The canonical decoding is the identity without escapes, entities, NULs or non-ASCII.
@@ -386,7 +405,7 @@ impl Engine {
                         entry.key = key;
                         entry.bits.clear();
                         entry.features = Features::of(&t);
-                        scan(gate, &t, &entry.features, &mut entry.bits);
+                        scan(gate, t.as_bytes(), &entry.features, &mut entry.bits);
                         if key == 0 || !drop_lowercase || !rest.contains(&Transform::Lowercase) {
                             text = Some(t);
                         }
@@ -481,7 +500,8 @@ struct Run<'e, 'r> {
     sink: Sink<'e>,
     scratch: Scratch,
     checks: TargetChecks,
-    /// Index of the next target.
+    /// Index of the next target handed over (it tells a target's findings apart from
+    /// another's; items settled during collection find nothing and take none).
     index: usize,
 }
 
@@ -494,12 +514,30 @@ impl Visit for Run<'_, '_> {
             .inspect_target(index, target, &mut self.sink, &mut self.scratch);
     }
 
-    fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool {
-        if !self.engine.prefilter {
-            return false;
-        }
-        self.engine.rules.literal_hits(text, hits);
-        true
+    fn settles(&self) -> Option<bool> {
+        Some(self.checks.silent_on_json(TargetKind::JsonKey, ""))
+    }
+
+    /// What `inspect_target` settles before any decoding (an empty value, or the quick check
+    /// and no base64), when the per-target protocol checks have nothing to say either.
+    fn settle(
+        &mut self,
+        kind: TargetKind,
+        value: &str,
+        features: &Features,
+        literals: LiteralMask,
+    ) -> bool {
+        let engine = self.engine;
+        engine.prefilter
+            && self.checks.silent_on_json(kind, value)
+            && (value.is_empty()
+                || (engine.rules.quick_silent(
+                    kind.group().bit(),
+                    value,
+                    features,
+                    Some(literals),
+                    &mut self.scratch.fast,
+                ) && !base64_possible(kind, value, features)))
     }
 }
 
@@ -546,11 +584,16 @@ impl TargetCtx<'_> {
 
 /// Arms the rules whose required literals occur in `text` (whose features are `f`); whether
 /// any literal occurs at all.
-pub(crate) fn scan(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) -> bool {
+pub(crate) fn scan(
+    gate: &Gate,
+    text: &(impl AsRef<[u8]> + ?Sized),
+    f: &Features,
+    armed: &mut Bits,
+) -> bool {
     let Some(literals) = &gate.literals else {
         return false;
     };
-    let bytes = text.as_bytes();
+    let bytes = text.as_ref();
     let mut any = false;
     literals.each(bytes, |literal, start, end| {
         any = true;
@@ -791,6 +834,12 @@ impl<'e> Sink<'e> {
     }
 }
 
+/// The benchmark traffic, for the tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../benches/common/traffic.rs"]
+mod bench_traffic;
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -948,6 +997,48 @@ mod tests {
         }
     }
 
+    use super::bench_traffic as traffic;
+
+    /// The benchmark traffic (the gateway's 2 KB JSON order, a stream of fresh orders, clean
+    /// and attack requests) gets the same verdict with and without the prefilter: the
+    /// settlement of JSON items during collection skips only work.
+    #[test]
+    fn prefilter_never_changes_findings_on_the_benchmark_traffic() {
+        let gated = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        let mut full = Engine::new(EngineConfig::default(), &[]).expect("engine");
+        full.prefilter = false;
+        let client = ClientInfo {
+            peer: SocketAddr::from(([192, 0, 2, 1], 5555)),
+            tls: false,
+            client_cert_subject: None,
+            client_cert_sans: vec![],
+        };
+        let mut requests = traffic::clean_traffic();
+        requests.extend(traffic::attack_traffic());
+        requests.push(traffic::typical_get());
+        requests.push(traffic::gateway_get());
+        requests.push(traffic::order_json_2k());
+        requests.extend((0..50).map(traffic::order_json_2k_fresh));
+        let mut findings = 0;
+        for r in &requests {
+            let view = RequestView {
+                method: &r.method,
+                uri: &r.uri,
+                version: Version::HTTP_11,
+                headers: &r.headers,
+                client: &client,
+                route: "test",
+                request_id: "t",
+                body: Some(&r.body),
+            };
+            let verdict = gated.inspect(&view);
+            assert_eq!(verdict, full.inspect(&view), "{} {}", r.method, r.uri);
+            findings += verdict.findings.len();
+        }
+        // The attacks are found (the comparison is not between two empty verdicts).
+        assert!(findings >= 4, "{findings}");
+    }
+
     #[test]
     fn embedded_arguments_are_split_like_a_query_string() {
         let subs: Vec<&str> =
@@ -1090,14 +1181,22 @@ mod tests {
                         let doc = mask.arms(bit, &features);
                         assert_eq!(own, doc, "literals of {target} = {raw:?} in {}", line["id"]);
                     }
-                    let quick = !base64_possible(target.kind, dec, &features)
-                        && gated.rules.quick_silent(
-                            bit,
-                            dec,
-                            &features,
-                            *literals,
-                            &mut FastScratch::new(rule_count),
+                    let quiet = gated.rules.quick_silent(
+                        bit,
+                        dec,
+                        &features,
+                        *literals,
+                        &mut FastScratch::new(rule_count),
+                    );
+                    if let Some(mask) = literals {
+                        // The collector's own settlement of the plainest JSON items is a case
+                        // of the quick check.
+                        assert!(
+                            !gated.rules.plainly_silent(bit, &features, *mask) || quiet,
+                            "{target} = {raw:?}"
                         );
+                    }
+                    let quick = quiet && !base64_possible(target.kind, dec, &features);
                     let silence = gated.rules.fast_silent(
                         bit,
                         dec,
@@ -1106,6 +1205,11 @@ mod tests {
                         &mut fast,
                         &mut scanned,
                     );
+                    if quiet {
+                        // Whatever base64 may hide, the quick check settles the value itself
+                        // (`inspect_target` then looks at its base64 text only).
+                        assert_eq!(silence, Silence::Plain, "{target} = {raw:?}");
+                    }
                     if quick {
                         quick_settled += 1;
                         // What the quick check settles, the fast path settles at once too,

@@ -12,10 +12,15 @@ pub(crate) struct Features {
 
 impl Features {
     pub(crate) fn of(text: &str) -> Features {
+        Features::of_bytes(text.as_bytes())
+    }
+
+    /// The features of `bytes` (see [`Features::of`]).
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Features {
         // Without a branch per byte, and four bytes per step: every value goes through here.
         // Bytes from 0x80 land in the upper two words, which only say "non-ASCII".
         let mut words = [0u64; 4];
-        let mut chunks = text.as_bytes().chunks_exact(4);
+        let mut chunks = bytes.chunks_exact(4);
         for c in &mut chunks {
             words[usize::from(c[0] >> 6)] |= 1u64 << (c[0] & 63);
             words[usize::from(c[1] >> 6)] |= 1u64 << (c[1] & 63);
@@ -25,6 +30,12 @@ impl Features {
         for &b in chunks.remainder() {
             words[usize::from(b >> 6)] |= 1u64 << (b & 63);
         }
+        Features::from_words(words)
+    }
+
+    /// The features of a text whose bytes `b` were recorded as bit `b % 64` of `words[b / 64]`.
+    #[inline]
+    pub(crate) fn from_words(words: [u64; 4]) -> Features {
         Features {
             bits: [words[0], words[1]],
             non_ascii: words[2] | words[3] != 0,
@@ -54,13 +65,13 @@ impl Features {
     }
 
     fn whitespace(&self) -> bool {
-        self.any(b" \t\n\r\x0b\x0c")
+        self.intersects(&exact_mask(b" \t\n\r\x0b\x0c"))
     }
 
     /// The mask (see [`Transform::bit`]) of the transforms that are transparent on `text`.
     /// Only transforms whose trigger bytes occur are looked at more closely, so a plain value
     /// costs a few mask tests.
-    pub(crate) fn transparent_mask(&self, text: &str, wanted: u16) -> u16 {
+    pub(crate) fn transparent_mask(&self, text: &(impl AsRef<[u8]> + ?Sized), wanted: u16) -> u16 {
         if !self.non_ascii && !self.intersects(&ANY_TRIGGER) {
             return wanted;
         }
@@ -94,17 +105,21 @@ impl Features {
     /// Whether `t` leaves `text` (whose features these are) unchanged up to ASCII case, so
     /// that literals found in `text` case-insensitively are exactly those of the transformed
     /// value.
-    pub(crate) fn transparent(&self, t: Transform, text: &str) -> bool {
+    pub(crate) fn transparent(&self, t: Transform, text: &(impl AsRef<[u8]> + ?Sized)) -> bool {
         match t {
             Transform::Lowercase => !self.non_ascii,
-            Transform::Shell => !self.non_ascii && !self.any(b"'\"^\\$`{"),
+            Transform::Shell => !self.non_ascii && !self.intersects(&exact_mask(b"'\"^\\$`{")),
             Transform::Path => {
                 !self.has(b'\\')
-                    && !(self.has(b'/') && (has_pair(text, b'/', b'/') || text.contains("/./")))
+                    && !(self.has(b'/')
+                        && (has_pair(text, b'/', b'/')
+                            || text.as_ref().windows(3).any(|w| w == b"/./")))
             }
             Transform::RemoveWhitespace => !self.whitespace() && !self.non_ascii,
             Transform::CompressWhitespace => {
-                !self.non_ascii && !self.any(b"\t\n\r\x0b\x0c") && !has_pair(text, b' ', b' ')
+                !self.non_ascii
+                    && !self.intersects(&exact_mask(b"\t\n\r\x0b\x0c"))
+                    && !has_pair(text, b' ', b' ')
             }
             Transform::RemoveComments => {
                 let block = self.has(b'*') && has_pair(text, b'/', b'*');
@@ -118,15 +133,15 @@ impl Features {
             Transform::HtmlDecode => !self.has(b'&'),
             Transform::JsDecode => !self.has(b'\\'),
             // `decode` of a value without escapes, entities, NULs or non-ASCII is the identity.
-            Transform::Decode => !self.non_ascii && !self.any(b"%&\\\0"),
+            Transform::Decode => !self.non_ascii && !self.intersects(&exact_mask(b"%&\\\0")),
         }
     }
 }
 
 /// Whether the two bytes `a b` occur next to each other in `text` (a plain loop: the values
 /// are short, and a substring searcher's setup costs more than the search).
-pub(crate) fn has_pair(text: &str, a: u8, b: u8) -> bool {
-    text.as_bytes().windows(2).any(|w| w[0] == a && w[1] == b)
+pub(crate) fn has_pair(text: &(impl AsRef<[u8]> + ?Sized), a: u8, b: u8) -> bool {
+    text.as_ref().windows(2).any(|w| w[0] == a && w[1] == b)
 }
 
 /// Per transform (by discriminant): the ASCII bytes without which it is transparent (see

@@ -10,6 +10,10 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::gate::Features;
+use crate::rules::RuleSet;
+use crate::target::LiteralMask;
+
 /// What a JSON walk hands to its visitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonItem {
@@ -53,6 +57,17 @@ pub(crate) struct ItemSpan {
     pub span: Span,
     /// The path node of the item (a member's key and value share their member's node).
     pub node: u32,
+    /// What the scan learnt of the item's bytes, when it classified them (a prefilter was
+    /// given and the item has no escape, so that its value is its raw text).
+    pub classified: Option<Classified>,
+}
+
+/// What the one pass over a document learns about a key or value without escapes: which bytes
+/// it holds, and which target groups' rules the prefilter literals found in it arm.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Classified {
+    pub features: Features,
+    pub literals: LiteralMask,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +102,10 @@ struct Frame {
 }
 
 /// The scanner's state: the document being built and the bounds.
-struct Scanner<'t> {
+struct Scanner<'t, 'r> {
     doc: JsonDoc<'t>,
+    /// The prefilter whose literals each key and value is classified with, if any.
+    prefilter: Option<&'r RuleSet>,
     frames: Vec<Frame>,
     max_depth: usize,
     max_items: usize,
@@ -98,12 +115,13 @@ struct Scanner<'t> {
     max_nodes: usize,
 }
 
-impl Scanner<'_> {
+impl Scanner<'_, '_> {
     fn recording(&self) -> bool {
         self.doc.issue != Some(JsonIssue::TooMany)
     }
 
     /// A path node for the next member or element of the innermost container.
+    #[inline(always)]
     fn node(&mut self, segment: Segment) -> u32 {
         if !self.recording() {
             return ROOT;
@@ -116,7 +134,8 @@ impl Scanner<'_> {
         (self.doc.nodes.len() - 1) as u32
     }
 
-    fn record(&mut self, item: JsonItem, span: Span, node: u32) {
+    #[inline(always)]
+    fn record(&mut self, item: JsonItem, span: Span, node: u32, classified: Option<Classified>) {
         if !self.recording() {
             return;
         }
@@ -124,7 +143,17 @@ impl Scanner<'_> {
             self.doc.issue = Some(JsonIssue::TooMany);
             return;
         }
-        self.doc.items.push(ItemSpan { item, span, node });
+        self.doc.items.push(ItemSpan {
+            item,
+            span,
+            node,
+            classified,
+        });
+    }
+
+    /// The prefilter to classify the next item with: none once items are no longer recorded.
+    fn classifier(&self) -> Option<&RuleSet> {
+        self.prefilter.filter(|_| self.recording())
     }
 
     fn open(&mut self, array: bool, node: u32) {
@@ -149,7 +178,17 @@ impl Scanner<'_> {
 /// `max_items` items; nesting deeper than `max_depth` is reported (`TooDeep`) but what lies
 /// there is recorded too. The whole text is validated in any case (`Err` when it is not
 /// JSON). Nesting is tracked on the heap, so depth cannot overflow the stack.
-pub(crate) fn scan(text: &str, max_depth: usize, max_items: usize) -> Result<JsonDoc<'_>, ()> {
+///
+/// With a `prefilter`, the same pass classifies every key and value without escapes (see
+/// [`Classified`]): each byte of a string is looked up in the prefilter's literal automaton
+/// (restarted at every string, so a literal found lies in that one string) and added to the
+/// string's byte set, as it is read.
+pub(crate) fn scan<'t>(
+    text: &'t str,
+    max_depth: usize,
+    max_items: usize,
+    prefilter: Option<&RuleSet>,
+) -> Result<JsonDoc<'t>, ()> {
     let bytes = text.as_bytes();
     // About one key or value per 8 bytes of an ordinary document.
     let expected = (text.len() / 8).min(max_items);
@@ -160,6 +199,7 @@ pub(crate) fn scan(text: &str, max_depth: usize, max_items: usize) -> Result<Jso
             nodes: Vec::with_capacity(expected),
             issue: None,
         },
+        prefilter,
         frames: Vec::new(),
         max_depth,
         max_items,
@@ -188,9 +228,9 @@ pub(crate) fn scan(text: &str, max_depth: usize, max_items: usize) -> Result<Jso
                 }
             }
             b'"' => {
-                let span = string(bytes, pos)?;
+                let (span, classified) = string(bytes, pos, s.classifier())?;
                 pos = span.end + 1;
-                s.record(JsonItem::Value, span, slot);
+                s.record(JsonItem::Value, span, slot, classified);
             }
             b'-' | b'0'..=b'9' => {
                 let end = number(bytes, pos)?;
@@ -199,8 +239,9 @@ pub(crate) fn scan(text: &str, max_depth: usize, max_items: usize) -> Result<Jso
                     end,
                     escaped: false,
                 };
+                let classified = s.classifier().map(|rules| classify(rules, bytes, pos, end));
                 pos = end;
-                s.record(JsonItem::Value, span, slot);
+                s.record(JsonItem::Value, span, slot, classified);
             }
             b't' | b'f' | b'n' => {
                 let word: &[u8] = match b {
@@ -244,7 +285,8 @@ pub(crate) fn scan(text: &str, max_depth: usize, max_items: usize) -> Result<Jso
 
 /// Starts the next member (`"key":`, recorded) or element of the innermost container at
 /// `pos`; returns the position of its value and its path node.
-fn next_slot(s: &mut Scanner<'_>, bytes: &[u8], pos: usize) -> Result<(usize, u32), ()> {
+#[inline(always)]
+fn next_slot(s: &mut Scanner<'_, '_>, bytes: &[u8], pos: usize) -> Result<(usize, u32), ()> {
     let Some(frame) = s.frames.last_mut() else {
         return Err(());
     };
@@ -256,13 +298,13 @@ fn next_slot(s: &mut Scanner<'_>, bytes: &[u8], pos: usize) -> Result<(usize, u3
     if bytes.get(pos) != Some(&b'"') {
         return Err(());
     }
-    let span = string(bytes, pos)?;
+    let (span, classified) = string(bytes, pos, s.classifier())?;
     let after = skip_ws(bytes, span.end + 1);
     if bytes.get(after) != Some(&b':') {
         return Err(());
     }
     let node = s.node(Segment::Key(span));
-    s.record(JsonItem::Key, span, node);
+    s.record(JsonItem::Key, span, node, classified);
     Ok((skip_ws(bytes, after + 1), node))
 }
 
@@ -287,8 +329,116 @@ static STRING_STOP: [bool; 256] = {
     table
 };
 
+/// The string starting with the quote at `pos`: its content span (`end` is the closing quote),
+/// classified by `prefilter` when it has no escape.
+#[inline(always)]
+fn string(
+    bytes: &[u8],
+    pos: usize,
+    prefilter: Option<&RuleSet>,
+) -> Result<(Span, Option<Classified>), ()> {
+    if let Some(rules) = prefilter
+        && let Some((end, classified)) = classified_string(rules, bytes, pos + 1)
+    {
+        let span = Span {
+            start: pos + 1,
+            end,
+            escaped: false,
+        };
+        return Ok((span, Some(classified)));
+    }
+    Ok((plain_string(bytes, pos)?, None))
+}
+
+/// A string's content from `start` read and classified in one pass, when it ends at a quote
+/// without any escape (its closing quote's position); `None` otherwise (an escape, a control
+/// character, the end of the text), for [`plain_string`] to read or refuse. Out of line: its
+/// loop keeps the automaton's table in registers only when it has them to itself.
+#[inline(never)]
+fn classified_string(rules: &RuleSet, bytes: &[u8], start: usize) -> Option<(usize, Classified)> {
+    let mut literals = LiteralMask::default();
+    let mut if_second_word = 0u16;
+    let mut words = [0u64; 4];
+    let rest = bytes.get(start..)?;
+    // The string's length, once its end is found.
+    let mut len = None;
+    if let Some(dfa) = &rules.gate.literals
+        && let Some(mut state) = dfa.start()
+    {
+        for (k, &b) in rest.iter().enumerate() {
+            if STRING_STOP[usize::from(b)] {
+                len = Some(k);
+                break;
+            }
+            words[usize::from(b >> 6)] |= 1u64 << (b & 63);
+            state = dfa.next(state, b);
+            if dfa.is_special(state) {
+                rules.classify_matches(state, rest, k + 1, &mut literals, &mut if_second_word);
+            }
+        }
+    } else {
+        for (k, &b) in rest.iter().enumerate() {
+            if STRING_STOP[usize::from(b)] {
+                len = Some(k);
+                break;
+            }
+            words[usize::from(b >> 6)] |= 1u64 << (b & 63);
+        }
+    }
+    let len = len?;
+    if rest[len] != b'"' {
+        return None;
+    }
+    let i = start + len;
+    let raw = &rest[..len];
+    if if_second_word != 0 && crate::detectors::cmdi::has_second_word(raw) {
+        literals.groups |= if_second_word;
+    }
+    let classified = Classified {
+        features: Features::from_words(words),
+        literals,
+    };
+    Some((i, classified))
+}
+
+/// A number's bytes (`bytes[start..end]`) classified.
+fn classify(rules: &RuleSet, bytes: &[u8], start: usize, end: usize) -> Classified {
+    let mut literals = LiteralMask::default();
+    let mut if_second_word = 0u16;
+    if let Some(dfa) = &rules.gate.literals
+        && let Some(mut state) = dfa.start()
+    {
+        for i in start..end {
+            state = dfa.next(state, bytes[i]);
+            if dfa.is_special(state) {
+                rules.classify_matches(
+                    state,
+                    &bytes[start..],
+                    i + 1 - start,
+                    &mut literals,
+                    &mut if_second_word,
+                );
+            }
+        }
+    }
+    classified(&bytes[start..end], literals, if_second_word)
+}
+
+/// The classification of `raw`, whose literals arm `literals` and, if it has a second word,
+/// `if_second_word` (see `RuleSet::classify_matches`).
+#[inline]
+fn classified(raw: &[u8], mut literals: LiteralMask, if_second_word: u16) -> Classified {
+    if if_second_word != 0 && crate::detectors::cmdi::has_second_word(raw) {
+        literals.groups |= if_second_word;
+    }
+    Classified {
+        features: Features::of_bytes(raw),
+        literals,
+    }
+}
+
 /// The string starting with the quote at `pos`: its content span (`end` is the closing quote).
-fn string(bytes: &[u8], pos: usize) -> Result<Span, ()> {
+fn plain_string(bytes: &[u8], pos: usize) -> Result<Span, ()> {
     let start = pos + 1;
     let mut i = start;
     let mut escaped = false;
@@ -477,7 +627,7 @@ pub fn walk_json(
     max_items: usize,
     visit: &mut dyn FnMut(JsonItem, &str, &str),
 ) -> Result<(), JsonIssue> {
-    let doc = scan(text, max_depth, max_items).map_err(|()| JsonIssue::Invalid)?;
+    let doc = scan(text, max_depth, max_items, None).map_err(|()| JsonIssue::Invalid)?;
     let mut path = String::new();
     for item in &doc.items {
         path.clear();
@@ -661,7 +811,7 @@ mod tests {
                 }
             }
             let text = String::from_utf8(doc).expect("ASCII");
-            let ours = scan(&text, 64, 1000).is_ok();
+            let ours = scan(&text, 64, 1000, None).is_ok();
             let theirs = serde_json::from_str::<serde_json::Value>(&text);
             match (&theirs, ours) {
                 (Ok(_), false) => panic!("valid JSON refused: {text:?}"),
@@ -674,6 +824,98 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    /// Classifying while scanning changes nothing of the scan (the same documents are refused,
+    /// the same items recorded), and what it says of an item is what the item's own bytes
+    /// say: its byte set, and the literals a search of the item finds (checked on many
+    /// mutations of real-looking documents holding literals, escapes and numbers).
+    #[test]
+    fn classifying_while_scanning_agrees_with_the_items_themselves() {
+        let rules = RuleSet::compile(&[], 1).expect("rules");
+        let seeds = [
+            r#"{"cmd":"ls -la /etc","q":"1' or '1'='1","n":-1.5e3,"e":"a\u0041b"}"#,
+            r#"[{"k":"<svg/onload=alert(1)>"},"summer sale","unit_price",0.5,"wget x"]"#,
+            r#" {"ja va" : [ "eval(x)" , { "z" : "select * from t" } ] } "#,
+        ];
+        let alphabet = b"{}[]:,\"\\u0123456789abcdefEtrunl-+. \t\nx(<'=/";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut classified_items = 0;
+        for round in 0..5_000 {
+            let mut doc = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 3) {
+                let at = (next() as usize) % (doc.len() + 1);
+                let byte = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if at < doc.len() => {
+                        doc.remove(at);
+                    }
+                    1 if at < doc.len() => doc[at] = byte,
+                    _ => doc.insert(at, byte),
+                }
+            }
+            let text = String::from_utf8(doc).expect("ASCII");
+            let plain = scan(&text, 64, 1000, None);
+            let classified = scan(&text, 64, 1000, Some(&rules));
+            let (plain, classified) = match (plain, classified) {
+                (Ok(p), Ok(c)) => (p, c),
+                (Err(()), Err(())) => continue,
+                _ => panic!("classification changed what is accepted: {text:?}"),
+            };
+            assert_eq!(plain.items.len(), classified.items.len(), "{text:?}");
+            for (p, c) in plain.items.iter().zip(&classified.items) {
+                assert_eq!(
+                    (p.item, p.span, p.node),
+                    (c.item, c.span, c.node),
+                    "{text:?}"
+                );
+                let raw = &text[c.span.start..c.span.end];
+                let Some(got) = c.classified else {
+                    assert!(c.span.escaped, "{raw:?} in {text:?} not classified");
+                    continue;
+                };
+                classified_items += 1;
+                let f = Features::of(raw);
+                assert_eq!(
+                    (
+                        got.features.non_ascii,
+                        (0u8..0x80).all(|b| got.features.has(b) == f.has(b))
+                    ),
+                    (f.non_ascii, true),
+                    "{raw:?}"
+                );
+                // The literals the value's own search finds arm exactly these groups.
+                let mut own = LiteralMask::default();
+                let mut if_second_word = 0;
+                if let Some(dfa) = &rules.gate.literals
+                    && let Some(mut sid) = dfa.start()
+                {
+                    for (i, &b) in raw.as_bytes().iter().enumerate() {
+                        sid = dfa.next(sid, b);
+                        if dfa.is_special(sid) {
+                            rules.classify_matches(
+                                sid,
+                                raw.as_bytes(),
+                                i + 1,
+                                &mut own,
+                                &mut if_second_word,
+                            );
+                        }
+                    }
+                }
+                if if_second_word != 0 && crate::detectors::cmdi::has_second_word(raw.as_bytes()) {
+                    own.groups |= if_second_word;
+                }
+                assert_eq!(got.literals, own, "{raw:?} in {text:?}");
+            }
+        }
+        assert!(classified_items > 10_000, "{classified_items}");
     }
 
     #[test]

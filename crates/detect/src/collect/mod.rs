@@ -13,6 +13,9 @@ use apiguard_model::{RequestView, Severity};
 use http::header::{CONTENT_TYPE, COOKIE};
 
 use crate::config::EngineConfig;
+use crate::gate::Features;
+use crate::rules::RuleSet;
+use crate::rules::fast::{LOWER, UPPER};
 use crate::target::{LiteralMask, TargetKind, TargetName, TargetRef};
 use json::{JsonIssue, JsonItem};
 use multipart::MultipartIssue;
@@ -77,29 +80,38 @@ pub(crate) struct Collected {
 pub(crate) trait Visit {
     fn target(&mut self, target: &TargetRef<'_>);
 
-    /// Appends to `hits` the prefilter literals found in `text`, a whole JSON document whose
-    /// keys and values follow as targets, so that one search serves all of them (see
-    /// [`TargetRef::literals`]). False when the visitor does not prescan.
-    fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool;
-}
+    /// Whether the visitor settles plain keys and values of JSON bodies itself (see
+    /// [`Visit::settle`]): `None` when it wants every target handed over; otherwise whether
+    /// the per-target protocol checks have nothing to say about any JSON key for now (they
+    /// look at keys only to find a session identifier sent from a foreign page).
+    fn settles(&self) -> Option<bool> {
+        None
+    }
 
-/// A prefilter literal found in a larger text: `text[start..end]`, and the target groups for
-/// which it arms a rule (as in a value it lies in; command words that arm only as the first
-/// word of a value are in `first_word` / `first_of_words`, see `cmdi::gate_words`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LiteralHit {
-    pub start: usize,
-    pub end: usize,
-    pub mask: LiteralMask,
-    /// Groups armed when the literal starts the value's first word.
-    pub first_word: u16,
-    /// Groups armed when the literal starts the first word of a value of two words or more.
-    pub first_of_words: u16,
+    /// Offered a key or value of a JSON body before it becomes a target: the visitor may
+    /// settle it here, from its bytes (`features`) and the literals found in it as the
+    /// document was read, when it would find nothing in it as a target; the collector counts it as
+    /// handed over and moves on. Most keys and values of a document end here, without the
+    /// cost of a target; the plainest do not even get here (see [`Collector::json`]).
+    /// False (the default): hand it over.
+    fn settle(
+        &mut self,
+        _kind: TargetKind,
+        _value: &str,
+        _features: &Features,
+        _literals: LiteralMask,
+    ) -> bool {
+        false
+    }
 }
 
 struct Collector<'c, 'v> {
     out: Collected,
     config: &'c EngineConfig,
+    /// The prefilter whose literals the keys and values of a JSON document are classified
+    /// with as the document is read, so that one walk serves all of them (see
+    /// [`TargetRef::literals`]); none without a prefilter.
+    prefilter: Option<&'c RuleSet>,
     visitor: &'v mut dyn Visit,
     graphql_endpoint: bool,
     /// Targets handed over so far.
@@ -107,16 +119,19 @@ struct Collector<'c, 'v> {
     targets_capped: bool,
 }
 
-/// Breaks `request` into targets, handing each to `visitor` as it is found.
+/// Breaks `request` into targets, handing each to `visitor` as it is found; the keys and
+/// values of JSON documents come with what `prefilter`'s literals say of them.
 pub(crate) fn collect(
     request: &RequestView<'_>,
     config: &EngineConfig,
+    prefilter: Option<&RuleSet>,
     visitor: &mut dyn Visit,
 ) -> Collected {
     let path = request.path();
     let mut c = Collector {
         out: Collected::default(),
         config,
+        prefilter,
         visitor,
         graphql_endpoint: contains_ignore_ascii_case(path, "graphql"),
         count: 0,
@@ -405,9 +420,14 @@ impl Collector<'_, '_> {
             .max_targets
             .saturating_sub(self.count)
             .max(1);
-        let Ok(doc) = json::scan(text, self.config.limits.max_depth, max_items) else {
+        // One pass reads the document and classifies its keys and values.
+        let prefilter = self.prefilter;
+        let Ok(doc) = json::scan(text, self.config.limits.max_depth, max_items, prefilter) else {
             return false;
         };
+        // Whether the visitor settles plain items, and may be spared the call for the
+        // plainest (see below).
+        let settles = self.visitor.settles();
         let (value_kind, key_kind) = if value_kind == TargetKind::JsonValue {
             (TargetKind::JsonValue, TargetKind::JsonKey)
         } else {
@@ -430,41 +450,74 @@ impl Collector<'_, '_> {
             )),
             Some(JsonIssue::Invalid) | None => {}
         }
-        // One literal search over the whole document instead of one per key and value.
-        let mut hits = Vec::with_capacity(text.len() / 16);
-        let prescanned = !doc.items.is_empty() && self.visitor.literal_hits(text, &mut hits);
-        hits.sort_unstable_by_key(|h| h.start);
-        let mut next_hit = 0;
+        // Loop invariants, read once (the visitor's calls could change nothing of them, but
+        // the compiler cannot tell).
+        let settles = settles.filter(|_| value_kind == TargetKind::JsonValue);
+        let (max_targets, max_len) = (
+            self.config.limits.max_targets,
+            self.config.limits.max_value_len,
+        );
+        let graphql_query = self.graphql_endpoint && prefix.is_empty();
+        let (key_bit, value_bit) = (key_kind.group().bit(), value_kind.group().bit());
         for item in &doc.items {
             let span = item.span;
-            let literals = if prescanned && !span.escaped {
-                // Hits and items are both in text order; a hit counts for the item it lies in.
-                while next_hit < hits.len() && hits[next_hit].start < span.start {
-                    next_hit += 1;
-                }
-                let mut mask = LiteralMask::default();
+            // A body document's plain keys and values (no escapes, within the bounds) are
+            // settled during collection when possible.
+            if let Some(classified) = &item.classified
+                && let Some(keys_silent) = settles
+                && self.count < max_targets
+                && span.end - span.start <= max_len
+            {
+                let (kind, bit) = match item.item {
+                    JsonItem::Key => (key_kind, key_bit),
+                    JsonItem::Value => (value_kind, value_bit),
+                };
                 let raw = &text.as_bytes()[span.start..span.end];
-                while next_hit < hits.len() && hits[next_hit].start < span.end {
-                    let hit = hits[next_hit];
-                    if hit.end <= span.end {
-                        mask.groups |= hit.mask.groups;
-                        mask.call_groups |= hit.mask.call_groups;
-                        mask.shell_groups |= hit.mask.shell_groups;
-                        if (hit.first_word | hit.first_of_words) != 0
-                            && crate::detectors::cmdi::at_first_word(raw, hit.start - span.start)
-                        {
-                            mask.groups |= hit.first_word;
-                            if crate::detectors::cmdi::has_second_word(raw) {
-                                mask.groups |= hit.first_of_words;
-                            }
+                let f = &classified.features;
+                // The plainest items are settled here, without a call: no byte and no
+                // literal that could arm anything (`RuleSet::plainly_silent`), too short or
+                // of one letter case for base64, and nothing for the protocol checks (a key
+                // while they look at none, a value that does not start like a URL). What is
+                // settled here, the visitor would settle too. The others are offered to the
+                // visitor.
+                let plain = || {
+                    prefilter.is_some_and(|rules| rules.plainly_silent(bit, f, classified.literals))
+                        && (raw.len() < 8 || !f.intersects(&UPPER) || !f.intersects(&LOWER))
+                        && match item.item {
+                            JsonItem::Key => keys_silent,
+                            JsonItem::Value => !matches!(
+                                raw.first(),
+                                Some(
+                                    b'h' | b'H'
+                                        | b'f'
+                                        | b'F'
+                                        | b' '
+                                        | b'\t'
+                                        | b'\n'
+                                        | b'\r'
+                                        | 0x0b
+                                        | 0x0c
+                                        | 0x80..
+                                )
+                            ),
                         }
-                    }
-                    next_hit += 1;
+                };
+                // A GraphQL request's `$.query` is a document of its own.
+                let graphql = item.item == JsonItem::Value
+                    && graphql_query
+                    && doc.is_top_level_key(item.node, "query");
+                // The span lies between ASCII delimiters, so it is a slice of the text.
+                if !graphql
+                    && (plain()
+                        || text.get(span.start..span.end).is_some_and(|value| {
+                            self.visitor.settle(kind, value, f, classified.literals)
+                        }))
+                {
+                    self.count += 1;
+                    continue;
                 }
-                Some(mask)
-            } else {
-                None
-            };
+            }
+            let literals = item.classified.as_ref().map(|c| c.literals);
             let value = doc.value(span);
             let target = |kind| TargetRef {
                 kind,
@@ -638,27 +691,18 @@ pub(crate) fn collect_owned(
     config: &EngineConfig,
     rules: Option<&crate::rules::RuleSet>,
 ) -> (Vec<(crate::target::Target, Option<LiteralMask>)>, Collected) {
-    struct Owned<'r> {
-        rules: Option<&'r crate::rules::RuleSet>,
+    struct Owned {
         targets: Vec<(crate::target::Target, Option<LiteralMask>)>,
     }
-    impl Visit for Owned<'_> {
+    impl Visit for Owned {
         fn target(&mut self, target: &TargetRef<'_>) {
             self.targets.push((target.to_target(), target.literals));
         }
-        fn literal_hits(&mut self, text: &str, hits: &mut Vec<LiteralHit>) -> bool {
-            let Some(rules) = self.rules else {
-                return false;
-            };
-            rules.literal_hits(text, hits);
-            true
-        }
     }
     let mut owned = Owned {
-        rules,
         targets: Vec::new(),
     };
-    let collected = collect(request, config, &mut owned);
+    let collected = collect(request, config, rules, &mut owned);
     (owned.targets, collected)
 }
 

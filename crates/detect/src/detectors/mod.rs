@@ -18,6 +18,11 @@ const CMDI_ALWAYS: [u64; 2] = exact_mask(b"'\"\\^$`{");
 const CMDI_WITH_SLASH: [u64; 2] = exact_mask(b"?*[");
 /// With one of these, a value shaped like a bare host arms the SSRF detector.
 const SSRF_HOST: [u64; 2] = exact_mask(b"./?#");
+/// ASCII letters and `[`: one of them is in every bare host that is not a dotted number.
+const LETTERS_OR_BRACKET: [u64; 2] =
+    exact_mask(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz[");
+/// What may follow a bare host (see `ssrf::bare_host_end`).
+const HOST_FOLLOWERS: [u64; 2] = exact_mask(b"/?#");
 const LDAP_ALWAYS: [u64; 2] = exact_mask(b"()");
 
 /// Where and why a detector matched.
@@ -121,7 +126,12 @@ impl Detector {
             Detector::Ssrf => {
                 f.has(b':')
                     || f.non_ascii
-                    || (f.intersects(&SSRF_HOST) && ssrf::bare_host_shape(text))
+                    || (f.intersects(&SSRF_HOST)
+                        // A bare host has a letter, starts with `[`, or is dotted and
+                        // followed by a path, query or fragment (see `bare_host_end`).
+                        && (f.intersects(&LETTERS_OR_BRACKET)
+                            || (f.has(b'.') && f.intersects(&HOST_FOLLOWERS)))
+                        && ssrf::bare_host_shape(text))
             }
             Detector::Ldap => f.intersects(&LDAP_ALWAYS),
         }
@@ -181,6 +191,36 @@ mod prefilter_tests {
                     "{d:?} armed by {text:?} without a trigger byte"
                 );
             }
+        }
+    }
+
+    /// The byte shortcut in front of `bare_host_shape` changes nothing: on every short text
+    /// over the bytes that matter, the SSRF byte condition is exactly the full one.
+    #[test]
+    fn ssrf_byte_shortcut_is_exact() {
+        let alphabet = b"9.5/?#[aZ@: -";
+        let mut texts = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| {
+                    alphabet.iter().map(move |&b| {
+                        let mut t = t.clone();
+                        t.push(char::from(b));
+                        t
+                    })
+                })
+                .collect();
+            texts.extend(longer);
+        }
+        texts.sort();
+        texts.dedup();
+        for text in &texts {
+            let f = Features::of(text);
+            let full = f.has(b':')
+                || f.non_ascii
+                || (f.intersects(&SSRF_HOST) && ssrf::bare_host_shape(text));
+            assert_eq!(Detector::Ssrf.may_match(text, &f), full, "{text:?}");
         }
     }
 

@@ -158,6 +158,23 @@ impl TargetChecks {
         }
     }
 
+    /// Whether [`TargetChecks::target`] would certainly neither report nor remember anything
+    /// for a JSON key or value (of a body document) equal to `value`, so that the collector
+    /// may skip handing it over (see `Visit::settle`). Conservative: false when unsure.
+    pub(crate) fn silent_on_json(&self, kind: TargetKind, value: &str) -> bool {
+        match kind {
+            TargetKind::JsonKey => self.fixation_from.is_none() || self.session_fixation.is_some(),
+            // `remote_include_base` looks only at values starting with a URL scheme.
+            TargetKind::JsonValue => !matches!(
+                value
+                    .bytes()
+                    .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')),
+                Some(b'h' | b'H' | b'f' | b'F' | 0x80..)
+            ),
+            _ => false,
+        }
+    }
+
     fn session_fixation(&mut self, t: &TargetRef<'_>) {
         if self.session_fixation.is_some() {
             return;

@@ -12,7 +12,6 @@
 //! therefore produces every finding. The engine's tests check on the whole dev corpus that it
 //! never skips a value on which a rule fires.
 
-use crate::collect::LiteralHit;
 use crate::detectors::Boundary;
 use crate::detectors::Detector;
 use crate::gate::{Bits, Features, TRIGGERS, exact_mask};
@@ -110,6 +109,8 @@ pub(crate) struct FastScratch {
     /// Rules already run on the value / on the value without whitespace.
     checked: [Bits; 2],
     stripped: String,
+    /// The value without whitespace, for the quick check.
+    stripped_bytes: Vec<u8>,
     /// The view lowercased, for rules of lowercasing chains.
     lower: String,
     /// Rules to run for the current group.
@@ -201,6 +202,7 @@ impl FastScratch {
             armed_stripped: Bits::with_len(rule_count),
             checked: [Bits::with_len(rule_count), Bits::with_len(rule_count)],
             stripped: String::new(),
+            stripped_bytes: Vec::new(),
             lower: String::new(),
             todo: Vec::new(),
             memo: Vec::new(),
@@ -316,6 +318,16 @@ impl RuleSet {
     /// embedded argument can fire. Otherwise the chains' transparency and the detectors' byte
     /// conditions decide, as in [`RuleSet::fast_silent`], which would say
     /// [`Silence::Plain`] whenever this says true. Base64 is the caller's.
+    /// The first and cheapest case of [`RuleSet::quick_silent`], for a value whose literals
+    /// (from a document search) are known: ASCII, no byte of the plan's `quick` set (which
+    /// holds its `hard` set), no literal that arms a rule of group `bit`, and no rule of the
+    /// plan without a prefilter. When this holds, `quick_silent` holds.
+    #[inline]
+    pub(crate) fn plainly_silent(&self, bit: u16, f: &Features, literals: LiteralMask) -> bool {
+        let plan = &self.plans[bit.trailing_zeros() as usize];
+        !f.non_ascii && !plan.always && !f.intersects(&plan.quick) && !literals.arms(bit, f)
+    }
+
     pub(crate) fn quick_silent(
         &self,
         bit: u16,
@@ -432,12 +444,7 @@ impl RuleSet {
                 // The group's text is the value without whitespace (up to ASCII case), when
                 // its other transforms are transparent on that text too.
                 let (features, transparent, any) = *stripped_state.get_or_insert_with(|| {
-                    stripped.clear();
-                    stripped.extend(
-                        text.bytes()
-                            .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-                            .map(char::from),
-                    );
+                    strip_whitespace(text, stripped);
                     let features = Features::of(stripped);
                     checked_stripped.clear();
                     let any = scan_if_any(&self.gate, stripped, &features, armed_stripped);
@@ -531,25 +538,14 @@ impl RuleSet {
         if !plan.rw_plain {
             return false;
         }
-        let stripped = &mut scratch.stripped;
-        stripped.clear();
-        if f.non_ascii {
-            for part in text.split([' ', '\t', '\n', '\u{b}', '\u{c}', '\r']) {
-                stripped.push_str(part);
-            }
-        } else {
-            // ASCII (the callers' case): a byte filter, cheaper than a split on characters.
-            stripped.extend(
-                text.bytes()
-                    .filter(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-                    .map(char::from),
-            );
-        }
+        let stripped = &mut scratch.stripped_bytes;
+        strip_whitespace_bytes(text.as_bytes(), stripped);
         let features = f.without(&WHITESPACE);
-        if features.transparent_mask(stripped, plan.rw_rest) != plan.rw_rest {
+        if features.transparent_mask(stripped.as_slice(), plan.rw_rest) != plan.rw_rest {
             return false;
         }
-        !(scan_if_any(
+        scratch.armed_stripped.clear();
+        !(crate::engine::scan(
             &self.whitespace_gate,
             stripped,
             &features,
@@ -571,6 +567,29 @@ impl RuleSet {
     }
 }
 
+/// Writes `text` without the ASCII whitespace `remove_whitespace` drops into `out` (cleared
+/// first; its buffer is reused).
+fn strip_whitespace(text: &str, out: &mut String) {
+    let mut bytes = std::mem::take(out).into_bytes();
+    strip_whitespace_bytes(text.as_bytes(), &mut bytes);
+    // Only ASCII bytes were dropped, so the rest is UTF-8 still.
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
+/// [`strip_whitespace`] for bytes, without a branch per byte.
+fn strip_whitespace_bytes(text: &[u8], out: &mut Vec<u8>) {
+    const SPACES: u64 = 1 << b' ' | 1 << b'\t' | 1 << b'\n' | 1 << 0x0b | 1 << 0x0c | 1 << b'\r';
+    out.clear();
+    out.resize(text.len(), 0);
+    let mut kept = 0;
+    for &b in text {
+        out[kept] = b;
+        kept += usize::from(b >= 64 || SPACES >> b & 1 == 0);
+    }
+    out.truncate(kept);
+}
+
 /// Arms (in `armed`, cleared first) the rules whose required literals occur in `text`; false
 /// when no literal occurs at all.
 pub(crate) fn scan_if_any(gate: &Gate, text: &str, f: &Features, armed: &mut Bits) -> bool {
@@ -579,45 +598,45 @@ pub(crate) fn scan_if_any(gate: &Gate, text: &str, f: &Features, armed: &mut Bit
 }
 
 impl RuleSet {
-    /// Appends to `hits` every prefilter literal in `text` (a whole JSON document) whose
-    /// boundary holds there, with the target groups whose rules it arms. The keys and values of
-    /// the document are pieces of `text` delimited by quotes or JSON punctuation, so a literal
-    /// inside one of them has the same neighbours in the piece as in `text`, up to a
-    /// non-word character at its edges, which no boundary tells from the start or end of a
-    /// value.
-    pub(crate) fn literal_hits(&self, text: &str, hits: &mut Vec<LiteralHit>) {
-        let Some(literals) = &self.gate.literals else {
+    /// Adds to `literals` the target groups for which the prefilter literals that end at
+    /// `value[..end]` (where a walk of the literal automaton from the start of `value` reached
+    /// state `sid`) arm a rule, their boundaries holding there; groups armed only if the
+    /// value has a second word go to `if_second_word`. `value` may run on past the value's
+    /// end into the text around it (a JSON document): a byte there is a quote or JSON
+    /// punctuation, which no boundary tells from the end of a value.
+    #[inline(never)]
+    pub(crate) fn classify_matches(
+        &self,
+        sid: aho_corasick::automaton::StateID,
+        value: &[u8],
+        end: usize,
+        literals: &mut LiteralMask,
+        if_second_word: &mut u16,
+    ) {
+        let Some(dfa) = &self.gate.literals else {
             return;
         };
-        let bytes = text.as_bytes();
-        literals.each(bytes, |literal, start, end| {
+        dfa.matches(sid, |literal, len| {
+            let start = end - len;
             let groups = self.literal_groups[literal];
-            let mut hit = LiteralHit {
-                start,
-                end,
-                mask: LiteralMask {
-                    groups: groups.any,
-                    call_groups: groups.paren,
-                    ..LiteralMask::default()
-                },
-                first_word: 0,
-                first_of_words: 0,
-            };
-            let edges = |boundary| crate::engine::edges_hold(boundary, bytes, start, end);
+            literals.groups |= groups.any;
+            literals.call_groups |= groups.paren;
+            let edges = |boundary| crate::engine::edges_hold(boundary, value, start, end);
             if groups.sql != 0 && edges(Boundary::Sql) {
-                hit.mask.groups |= groups.sql;
-                hit.mask.call_groups |= groups.sql_call;
+                literals.groups |= groups.sql;
+                literals.call_groups |= groups.sql_call;
             }
             let commands = groups.command | groups.command_word | groups.shell_syntax;
             if commands != 0 && edges(Boundary::Command) {
-                hit.mask.shell_groups |= commands;
-                hit.first_word = groups.command;
-                hit.first_of_words = groups.command_word;
+                literals.shell_groups |= commands;
+                // Command words that arm only as the value's first word.
+                if (groups.command | groups.command_word) != 0
+                    && crate::detectors::cmdi::at_first_word(value, start)
+                {
+                    literals.groups |= groups.command;
+                    *if_second_word |= groups.command_word;
+                }
             }
-            if hit.mask != LiteralMask::default() || hit.first_word | hit.first_of_words != 0 {
-                hits.push(hit);
-            }
-            true
         });
     }
 }

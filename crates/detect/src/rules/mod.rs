@@ -180,6 +180,47 @@ impl LiteralDfa {
         }
     }
 
+    /// The state a walk starts in.
+    #[inline]
+    pub(crate) fn start(&self) -> Option<aho_corasick::automaton::StateID> {
+        self.0.start_state(Anchored::No).ok()
+    }
+
+    /// The state after `byte` from state `sid`.
+    #[inline(always)]
+    pub(crate) fn next(
+        &self,
+        sid: aho_corasick::automaton::StateID,
+        byte: u8,
+    ) -> aho_corasick::automaton::StateID {
+        self.0.next_state(Anchored::No, sid, byte)
+    }
+
+    /// Whether `sid` is a match (or the dead) state.
+    #[inline(always)]
+    pub(crate) fn is_special(&self, sid: aho_corasick::automaton::StateID) -> bool {
+        self.0.is_special(sid)
+    }
+
+    /// Calls `each(literal, length)` for every literal that ends where the walk reached
+    /// state `sid`.
+    #[inline(always)]
+    pub(crate) fn matches(
+        &self,
+        sid: aho_corasick::automaton::StateID,
+        mut each: impl FnMut(usize, usize),
+    ) {
+        let dfa = &self.0;
+        if !dfa.is_match(sid) {
+            // The dead state (a walk that cannot match any more) has no match either.
+            return;
+        }
+        for k in 0..dfa.match_len(sid) {
+            let literal = dfa.match_pattern(sid, k);
+            each(literal.as_usize(), dfa.pattern_len(literal));
+        }
+    }
+
     /// Walks `text[at..]` from state `sid` up to the first byte that leads to a special state
     /// (a match or the dead state): the position after that byte, and the state.
     #[inline(never)]
