@@ -6,7 +6,9 @@
 //! traffic (mode `detect`). Prints, per scenario, the share of malicious requests flagged by the
 //! scenario's rules, the attackers detected, and the share of normal requests flagged by any
 //! rule; then the cost of judge + observe per request against the detection engine's
-//! inspection of the same requests, measured in the same run.
+//! inspection of the same requests, measured in the same run. Upstream latency is simulated
+//! per endpoint (with jitter and rare spikes); one scenario makes an endpoint slow instead of
+//! adding attackers.
 //!
 //! `cargo run --release --example behavior_traffic [-- CLIENTS TRAIN_HOURS SEED RARE_RATIO]`
 //! (defaults 3000, 8, 24301, 0.002: `sequence.rare_ratio` as configured by default).
@@ -242,10 +244,13 @@ enum Scenario {
     Sequence,
     RateAnomaly,
     ErrorRatio,
+    Oversized,
+    /// No attacker: the upstream behind `GET /products/{id}/reviews` turns slow.
+    SlowEndpoint,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 11] = [
+    const ALL: [Scenario; 13] = [
         Scenario::Shape,
         Scenario::Enumeration,
         Scenario::Probing,
@@ -257,6 +262,8 @@ impl Scenario {
         Scenario::Sequence,
         Scenario::RateAnomaly,
         Scenario::ErrorRatio,
+        Scenario::Oversized,
+        Scenario::SlowEndpoint,
     ];
 
     fn name(self) -> &'static str {
@@ -272,6 +279,8 @@ impl Scenario {
             Scenario::Sequence => "unseen sequences",
             Scenario::RateAnomaly => "rate anomaly (1 req/s)",
             Scenario::ErrorRatio => "error ratio (422s)",
+            Scenario::Oversized => "oversized payloads (4–64 KB carts)",
+            Scenario::SlowEndpoint => "endpoint turning slow (reviews, 350–650 ms)",
         }
     }
 
@@ -289,6 +298,8 @@ impl Scenario {
             Scenario::Sequence => &["behavior.sequence.unseen"],
             Scenario::RateAnomaly => &["behavior.rate.anomaly"],
             Scenario::ErrorRatio => &["behavior.errors.anomaly"],
+            Scenario::Oversized => &["behavior.payload.size"],
+            Scenario::SlowEndpoint => &["behavior.latency.anomaly"],
         }
     }
 }
@@ -634,6 +645,21 @@ fn attack(rng: &mut Rng, scenario: Scenario, client: &mut Client) -> (Vec<Req>, 
             );
             (vec![mal(get(Kind::Sdk, target, false))], 1_000)
         }
+        Scenario::Oversized => {
+            let padding = "A".repeat(rng.range(4_000, 64_000) as usize);
+            (
+                vec![mal(json_post(
+                    Kind::Sdk,
+                    "/cart/items".into(),
+                    format!(
+                        r#"{{"product_id":{},"note":"{padding}","quantity":1}}"#,
+                        product(rng)
+                    ),
+                ))],
+                rng.range(2_000, 8_000),
+            )
+        }
+        Scenario::SlowEndpoint => (Vec::new(), 600_000),
         Scenario::ErrorRatio => (
             vec![mal(json_post(
                 Kind::Sdk,
@@ -654,8 +680,22 @@ fn attackers(scenario: Scenario) -> usize {
         Scenario::Stuffing => 300,
         Scenario::Bots => 9,
         Scenario::Sequence => 20,
+        Scenario::SlowEndpoint => 0,
         _ => 3,
     }
+}
+
+/// The slow-endpoint scenario: when the endpoint turned slow, and when (after how many slow
+/// responses) the behaviour stage reported it.
+#[derive(Default)]
+struct SlowEpisode {
+    onset: Option<u64>,
+    responses: u64,
+    detected: Option<(u64, u64)>,
+    /// Latency reports about any other endpoint or outside the episode, and payload-size
+    /// findings on normal requests, from the first scenario on: false alarms.
+    other_latency_reports: u64,
+    normal_payload_findings: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -676,11 +716,42 @@ struct Owned {
     body: Option<Bytes>,
     client: ClientInfo,
     status: u16,
+    latency_ms: u64,
     now: u64,
 }
 
+/// The simulated upstream's answer time: a per-endpoint base of 5–40 ms, ±40% jitter, one
+/// answer in a hundred five times slower; `slow` endpoints take 350–650 ms.
+fn latency(rng: &mut Rng, req: &Req, slow: bool) -> u64 {
+    if slow {
+        return rng.range(350, 650);
+    }
+    let path = req.target.split('?').next().unwrap_or("");
+    let shape: String = path
+        .split('/')
+        .map(|s| if s.parse::<u64>().is_ok() { "{id}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/");
+    let base = 5 + shape
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
+        % 36;
+    let jittered = base * rng.range(60, 140) / 100;
+    if rng.chance(0.01) {
+        jittered * 5
+    } else {
+        jittered.max(1)
+    }
+}
+
+/// Whether `req` goes to the endpoint the slow-endpoint scenario slows down.
+fn is_reviews(req: &Req) -> bool {
+    let path = req.target.split('?').next().unwrap_or("");
+    path.starts_with("/products/") && path.ends_with("/reviews")
+}
+
 impl Owned {
-    fn new(req: &Req, ip: IpAddr, status: u16, now: u64) -> Owned {
+    fn new(req: &Req, ip: IpAddr, status: u16, latency_ms: u64, now: u64) -> Owned {
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
             headers.append(
@@ -703,6 +774,7 @@ impl Owned {
                 client_cert_sans: Vec::new(),
             },
             status,
+            latency_ms,
             now,
         }
     }
@@ -728,7 +800,7 @@ impl Owned {
             client: self.client.peer.ip(),
             identity: None,
             status: self.status,
-            latency: Duration::from_millis(12),
+            latency: Duration::from_millis(self.latency_ms),
             request_bytes: self.body.as_ref().map(|b| b.len() as u64),
             response_bytes: Some(1_800),
             flagged,
@@ -809,6 +881,7 @@ fn main() {
     let mut learned_requests = 0u64;
     let mut current: Option<usize> = None;
     let mut phase_end = train_ms;
+    let mut slow = SlowEpisode::default();
 
     while let Some(Reverse((now, index))) = heap.pop() {
         if now >= phase_end {
@@ -869,8 +942,42 @@ fn main() {
             continue;
         };
         let status = upstream(&req, &client.own_orders);
-        let owned = Owned::new(&req, client.ip, status, now);
+        let slow_now =
+            current.is_some_and(|c| Scenario::ALL[c] == Scenario::SlowEndpoint) && is_reviews(&req);
+        let owned = Owned::new(
+            &req,
+            client.ip,
+            status,
+            latency(&mut rng, &req, slow_now),
+            now,
+        );
         let findings = engine.judge(&settings, "shop", &owned.view(), None, now);
+        let in_slow_scenario = current.is_some_and(|c| Scenario::ALL[c] == Scenario::SlowEndpoint);
+        if current.is_some() {
+            for f in &findings {
+                if f.rule_id == "behavior.latency.anomaly"
+                    && !(in_slow_scenario && f.target.contains("reviews"))
+                {
+                    slow.other_latency_reports += 1;
+                }
+                if f.rule_id == "behavior.payload.size" && matches!(client.role, Role::Normal(_)) {
+                    slow.normal_payload_findings += 1;
+                }
+            }
+        }
+        if in_slow_scenario {
+            if slow_now {
+                slow.responses += 1;
+                slow.onset.get_or_insert(now);
+            }
+            if slow.detected.is_none()
+                && findings.iter().any(|f| {
+                    f.rule_id == "behavior.latency.anomaly" && f.target.contains("reviews")
+                })
+            {
+                slow.detected = Some((now, slow.responses));
+            }
+        }
         engine.observe(
             &settings,
             "shop",
@@ -882,7 +989,13 @@ fn main() {
             (Some(s), Role::Normal(_)) => {
                 let t = &mut tallies[s];
                 t.normal += 1;
-                if !findings.is_empty() {
+                // The slow endpoint's report lands on some normal request: it is the
+                // detection there, not a false positive.
+                let reported_slowness = Scenario::ALL[s] == Scenario::SlowEndpoint
+                    && findings
+                        .iter()
+                        .all(|f| f.rule_id == "behavior.latency.anomaly");
+                if !findings.is_empty() && !reported_slowness {
                     t.normal_flagged += 1;
                 }
                 if sample.len() < 50_000 {
@@ -934,6 +1047,25 @@ fn main() {
     );
     println!("|---|---|---|---|");
     for (scenario, t) in Scenario::ALL.iter().zip(tallies) {
+        if *scenario == Scenario::SlowEndpoint {
+            let detection = match (slow.onset, slow.detected) {
+                (Some(onset), Some((at, responses))) => format!(
+                    "reported after {responses} slow responses ({:.1} s)",
+                    (at - onset) as f64 / 1000.0
+                ),
+                (Some(_), None) => format!("not reported ({} slow responses)", slow.responses),
+                _ => "no request reached it".into(),
+            };
+            println!(
+                "| {} | {detection} | {}/1 | {:.2}% ({}/{}) |",
+                scenario.name(),
+                u8::from(slow.detected.is_some()),
+                100.0 * t.normal_flagged as f64 / t.normal.max(1) as f64,
+                t.normal_flagged,
+                t.normal
+            );
+            continue;
+        }
         println!(
             "| {} | {:.1}% ({}/{}) | {}/{} | {:.2}% ({}/{}) |",
             scenario.name(),
@@ -947,6 +1079,12 @@ fn main() {
             t.normal
         );
     }
+
+    println!();
+    println!(
+        "false alarms of the size and latency judgement over all scenarios: {} latency reports about another endpoint or outside the slow episode, {} payload-size findings on normal requests",
+        slow.other_latency_reports, slow.normal_payload_findings
+    );
 
     // Cost on the hot path: the same normal requests through judge + observe (on the trained
     // state) and through the detection engine, interleaved rounds, best of each.

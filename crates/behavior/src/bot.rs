@@ -221,6 +221,67 @@ pub fn fingerprint(headers: &HeaderMap) -> u32 {
     code
 }
 
+/// Headers whose values describe the client software rather than the request.
+const SOFTWARE_HEADERS: [&str; 4] = ["user-agent", "accept", "accept-encoding", "accept-language"];
+/// Header names past this many are left out (a request with hundreds of headers is refused by
+/// the limits stage anyway; the fingerprint stays cheap).
+const FINGERPRINT_MAX_HEADERS: usize = 64;
+
+/// The client fingerprint the gateway blocks and self-healing groups offenders by: a 64-bit
+/// hash of the HTTP version, the header names in the order the request carried them, and the
+/// values of User-Agent, Accept, Accept-Encoding and Accept-Language (the headers a client's
+/// software sets the same way on every request). It changes with the software, not with the
+/// address or the account, so an attacker rotating addresses keeps it, and clients using the
+/// same software (a browser version, an SDK) share it: a rule on it is a group rule.
+/// Credentials, cookies and per-request headers contribute only their names. The hash is
+/// fixed (no per-process key), so rules and persisted state stay valid across restarts, and
+/// reads eight bytes at a time: it runs on every request while self-healing is on.
+pub fn client_fingerprint(version: http::Version, headers: &HeaderMap) -> u64 {
+    const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+    fn mix(hash: u64, word: u64) -> u64 {
+        (hash.rotate_left(23) ^ word).wrapping_mul(MULTIPLIER)
+    }
+    fn eat(hash: &mut u64, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            *hash = mix(*hash, u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        // The length closes the field, so `ab`+`c` and `a`+`bc` differ.
+        *hash = mix(
+            *hash,
+            u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56),
+        );
+    }
+    let mut hash = SEED;
+    let version: &[u8] = match version {
+        http::Version::HTTP_09 => b"0.9",
+        http::Version::HTTP_10 => b"1.0",
+        http::Version::HTTP_11 => b"1.1",
+        http::Version::HTTP_2 => b"2",
+        http::Version::HTTP_3 => b"3",
+        _ => b"?",
+    };
+    eat(&mut hash, version);
+    for name in headers.keys().take(FINGERPRINT_MAX_HEADERS) {
+        eat(&mut hash, name.as_str().as_bytes());
+    }
+    for name in SOFTWARE_HEADERS {
+        if let Some(value) = headers.get(name) {
+            eat(&mut hash, value.as_bytes());
+        }
+    }
+    // Spread the last words' bits over the whole hash.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
 /// A fingerprint written out: `user-agent, accept-encoding, accept-language`.
 pub fn describe(mut code: u32) -> String {
     let mut names = Vec::new();
@@ -363,6 +424,34 @@ mod tests {
             check_browser(Family::Firefox, 125, true, &wrong),
             Some(Mismatch::Order { .. })
         ));
+    }
+
+    #[test]
+    fn client_fingerprints_follow_the_software_not_the_request() {
+        let v11 = http::Version::HTTP_11;
+        let chrome = client_fingerprint(v11, &chrome_navigation());
+        assert_eq!(chrome, client_fingerprint(v11, &chrome_navigation()));
+        // Another page, another session cookie, the same browser: the same fingerprint.
+        let mut again = chrome_navigation();
+        again.insert("cookie", http::HeaderValue::from_static("session=other"));
+        let mut first = chrome_navigation();
+        first.insert("cookie", http::HeaderValue::from_static("session=first"));
+        assert_eq!(
+            client_fingerprint(v11, &first),
+            client_fingerprint(v11, &again)
+        );
+        // Another tool, another order or another protocol version: another fingerprint.
+        let curl = headers(&[("user-agent", "curl/8.5.0"), ("accept", "*/*")]);
+        let reordered = headers(&[("accept", "*/*"), ("user-agent", "curl/8.5.0")]);
+        assert_ne!(client_fingerprint(v11, &curl), chrome);
+        assert_ne!(
+            client_fingerprint(v11, &curl),
+            client_fingerprint(v11, &reordered)
+        );
+        assert_ne!(
+            client_fingerprint(v11, &curl),
+            client_fingerprint(http::Version::HTTP_2, &curl)
+        );
     }
 
     #[test]

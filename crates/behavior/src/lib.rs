@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use bucket::{Bucket, BucketParams, DistinctBucket};
 pub use settings::{
     AccountParams, BotParams, Limits, Mode, RateAnomalyParams, SequenceParams, Settings,
+    VolumeParams,
 };
 pub use shape::{CharClass, Deviation, ParamShape, ShapeParams};
 use template::Templated;
@@ -115,9 +116,30 @@ pub struct Endpoint {
     /// `ln(requests)` of one client on this endpoint per clean window.
     #[serde(default)]
     pub client_requests_ln: Ewma,
+    /// The latency of the last few responses, judged against `latency_ms`.
+    #[serde(default)]
+    pub latency_recent: Ewma,
+    /// Since when the endpoint answers far slower than its baseline; the baseline does not
+    /// learn meanwhile (a slow upstream must not become the normal at once).
+    #[serde(default)]
+    pub slow: Option<SlowSpell>,
 
     pub first_ms: u64,
     pub last_ms: u64,
+}
+
+/// An endpoint answering far slower than its learned latency.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlowSpell {
+    pub since_ms: u64,
+    /// The baseline it departs from, as learned at the onset.
+    pub baseline_ms: f64,
+    pub baseline_stddev_ms: f64,
+    pub baseline_samples: u64,
+    /// Responses answered since the onset.
+    pub responses: u64,
+    /// The onset was reported (on the next request judged for the endpoint).
+    pub reported: bool,
 }
 
 /// The first-order Markov model of one endpoint: how often each endpoint (key as
@@ -220,7 +242,14 @@ pub struct ClientState {
     windows: Vec<Window>,
     /// The last findings about this client, newest last.
     pub recent: VecDeque<RecentFinding>,
+    /// The accounts the client's requests named lately (at most [`ACCOUNTS_PER_CLIENT`]),
+    /// newest last: shown with their failure buckets.
+    #[serde(default)]
+    accounts: Vec<String>,
 }
+
+/// Accounts remembered per client for the admin view.
+const ACCOUNTS_PER_CLIENT: usize = 4;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Pending {
@@ -313,6 +342,8 @@ pub struct Behavior {
     endpoint_count: AtomicUsize,
     /// Endpoints not learned because `max_endpoints` was reached.
     endpoints_dropped: AtomicU64,
+    /// Slow spells not reported yet: requests look their endpoint up only while some is.
+    unreported_slow: AtomicUsize,
     hasher: RandomState,
 }
 
@@ -351,6 +382,10 @@ pub struct EndpointSummary {
     pub error_ratio: f64,
     pub rate_per_second: f64,
     pub latency_ms: Ewma,
+    /// The latency of the last few responses.
+    pub latency_recent_ms: f64,
+    /// Set while the endpoint answers far slower than its baseline.
+    pub slow: Option<SlowSpell>,
     pub request_bytes: Ewma,
     pub response_bytes: Ewma,
     pub params: BTreeMap<String, ParamSummary>,
@@ -384,6 +419,55 @@ pub struct ClientSummary {
     /// Enumeration levels by endpoint template.
     pub walks: BTreeMap<String, f64>,
     pub recent_findings: Vec<RecentFinding>,
+    /// Bot signals: each User-Agent the client used (by hash) and the order of the headers
+    /// its network stack sent with it first (the reference for `behavior.bot.inconsistent`).
+    pub agents: Vec<AgentSummary>,
+    /// Call sequences: the endpoint of the client's last request, and when it came (the
+    /// `from` of its next transition unless a session gap passes first).
+    pub last_endpoint: Option<String>,
+    pub last_request_ms: u64,
+    /// Learned rates: the client's current counting windows, with what the endpoint (or
+    /// route) learned from clean clients' windows.
+    pub windows: Vec<WindowSummary>,
+    /// Per-account authentication failures of the accounts the client named lately.
+    pub accounts: Vec<AccountSummary>,
+}
+
+/// One User-Agent of a client.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentSummary {
+    pub user_agent_hash: String,
+    pub stack_headers: String,
+}
+
+/// One counting window of a client: an endpoint's (requests judged against the endpoint's
+/// learned rate) or a route's (4xx ratio judged against the route's).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowSummary {
+    /// `METHOD template`, or `route <id>` for the route's window.
+    pub scope: String,
+    pub start_ms: u64,
+    pub requests: u32,
+    pub responses: u32,
+    pub errors: u32,
+    /// Something was found about the client in it: it will not teach.
+    pub flagged: bool,
+    /// The learned typical value for a client (requests per window, or 4xx ratio), the limit
+    /// above which it is flagged, and the clean client windows behind them; absent until
+    /// `min_windows` were learned.
+    pub typical: Option<f64>,
+    pub limit: Option<f64>,
+    pub learned_windows: u64,
+}
+
+/// One account's failure bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountSummary {
+    pub account: String,
+    pub failures: f64,
+    pub capacity: u32,
+    /// Distinct addresses in its bucket.
+    pub addresses: f64,
 }
 
 /// The key a client is tracked under: `user:<subject>` when authenticated, else its address.
@@ -428,6 +512,7 @@ impl Behavior {
             routes: Sharded::new(),
             endpoint_count: AtomicUsize::new(0),
             endpoints_dropped: AtomicU64::new(0),
+            unreported_slow: AtomicUsize::new(0),
             hasher: RandomState::new(),
         }
     }
@@ -508,6 +593,9 @@ impl Behavior {
         if let (Some(p), Some(account)) = (&settings.accounts, &account) {
             self.judge_account(p, account, now_ms, &mut findings);
         }
+        if let Some(p) = settings.volume {
+            self.judge_payload(p, &ekey, request, &mut findings);
+        }
         if !findings.is_empty() {
             let mut clients = self.clients.shard(&key);
             if let Some(client) = clients.get_mut(&key) {
@@ -529,6 +617,10 @@ impl Behavior {
                 }
             }
         }
+        // About the endpoint, not the client: kept out of the client's state, never scored.
+        if settings.volume.is_some() && self.unreported_slow.load(Ordering::Relaxed) > 0 {
+            self.report_slow(&ekey, &mut findings);
+        }
         let score = settings.mode == Mode::Enforce;
         if settings.mode == Mode::Learn {
             findings.clear();
@@ -536,6 +628,79 @@ impl Behavior {
             findings.iter_mut().for_each(|f| f.score = 0);
         }
         findings
+    }
+
+    /// A request body far larger than the endpoint's learned sizes (an overlong field, a
+    /// smuggled document, a resource-exhaustion attempt). The size is the declared
+    /// Content-Length, else the inspected body's length; the endpoint is looked up only for
+    /// a body over `min_payload_bytes`.
+    fn judge_payload(
+        &self,
+        params: VolumeParams,
+        endpoint: &str,
+        request: &RequestView<'_>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let size = request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .or_else(|| request.body.map(|b| b.len() as u64));
+        let Some(size) = size.filter(|n| *n > params.min_payload_bytes) else {
+            return;
+        };
+        let shard = self.endpoints.shard(endpoint);
+        let Some(stats) = shard.get(endpoint) else {
+            return;
+        };
+        let learned = stats.request_bytes;
+        if learned.samples < params.min_samples.max(1) {
+            return;
+        }
+        let limit = volume_limit(&learned, params, params.min_payload_bytes as f64);
+        if size as f64 > limit {
+            findings.push(finding(
+                "behavior.payload.size",
+                Severity::Warning,
+                "body".into(),
+                format!(
+                    "observed a {size}-byte body on {} {}, expected at most {limit:.0} (typically {:.0} ± {:.0}; learned from {} clean requests)",
+                    stats.method,
+                    stats.template,
+                    learned.mean,
+                    learned.stddev(),
+                    learned.samples
+                ),
+            ));
+        }
+    }
+
+    /// Reports an endpoint's slow spell once, on the first request judged for it after the
+    /// onset.
+    fn report_slow(&self, endpoint: &str, findings: &mut Vec<Finding>) {
+        let mut shard = self.endpoints.shard(endpoint);
+        let Some(stats) = shard.get_mut(endpoint) else {
+            return;
+        };
+        let (method, template) = (&stats.method, &stats.template);
+        let recent = stats.latency_recent.mean;
+        let Some(spell) = stats.slow.as_mut().filter(|s| !s.reported) else {
+            return;
+        };
+        spell.reported = true;
+        self.unreported_slow.fetch_sub(1, Ordering::Relaxed);
+        let mut f = finding(
+            "behavior.latency.anomaly",
+            Severity::Warning,
+            format!("endpoint:{method} {template}"),
+            format!(
+                "observed a mean latency of {recent:.0} ms over the last {LATENCY_RECENT} responses of {method} {template}, expected about {:.0} ms (± {:.0}; learned from {} responses)",
+                spell.baseline_ms, spell.baseline_stddev_ms, spell.baseline_samples
+            ),
+        );
+        f.score = 0;
+        findings.push(f);
     }
 
     fn judge_shape(
@@ -886,6 +1051,15 @@ impl Behavior {
             from: seen.from.clone(),
             account: account.map(str::to_owned),
         });
+        if let Some(account) = account
+            && client.accounts.last().is_none_or(|a| a != account)
+        {
+            client.accounts.retain(|a| a != account);
+            if client.accounts.len() >= ACCOUNTS_PER_CLIENT {
+                client.accounts.remove(0);
+            }
+            client.accounts.push(account.to_owned());
+        }
         if let Some(p) = settings.rate_anomaly {
             seen.endpoint_window = tick(&mut client.windows, endpoint, now_ms, p.window_ms);
             seen.route_window = tick(&mut client.windows, route, now_ms, p.window_ms);
@@ -1123,15 +1297,20 @@ impl Behavior {
         endpoint.last_ms = now_ms;
         endpoint.status[status_class(obs.status)] += 1;
         endpoint.rate.add(now_ms);
-        endpoint.latency_ms.add(obs.latency.as_secs_f64() * 1000.0);
-        if let Some(n) = obs.request_bytes {
-            endpoint.request_bytes.add(n as f64);
+        let latency = obs.latency.as_secs_f64() * 1000.0;
+        match settings.volume {
+            Some(p) => self.judge_latency(p, endpoint, latency, obs.flagged, now_ms),
+            None => endpoint.latency_ms.add(latency),
         }
         if let Some(n) = obs.response_bytes {
             endpoint.response_bytes.add(n as f64);
         }
         if obs.flagged || obs.status >= 400 {
             return;
+        }
+        // Sizes learn from clean requests only: an attack's payloads must not widen them.
+        if let Some(n) = obs.request_bytes {
+            endpoint.request_bytes.add(n as f64);
         }
         endpoint.clean += 1;
         if let (Some(p), Some(from)) = (settings.sequence, &learn_from) {
@@ -1162,6 +1341,67 @@ impl Behavior {
         }
     }
 
+    /// Follows an endpoint's recent latency against its baseline: a spell starts when the
+    /// average of the last responses departs sharply from it (with enough samples on both
+    /// sides), and ends when it comes back. Meanwhile the baseline does not learn (nor, once
+    /// warm, from any single answer above the limit); a spell
+    /// lasting `min_samples` × 10 responses is the endpoint's new normal, and the baseline
+    /// starts again from it.
+    fn judge_latency(
+        &self,
+        params: VolumeParams,
+        endpoint: &mut Endpoint,
+        latency_ms: f64,
+        flagged: bool,
+        now_ms: u64,
+    ) {
+        endpoint.latency_recent.add_over(latency_ms, LATENCY_RECENT);
+        let baseline = endpoint.latency_ms;
+        let limit = volume_limit(&baseline, params, baseline.mean + params.latency_floor_ms);
+        let warm = baseline.samples >= params.min_samples.max(1)
+            && endpoint.latency_recent.samples >= LATENCY_RECENT;
+        let slow = warm && endpoint.latency_recent.mean > limit;
+        match (endpoint.slow.is_some(), slow) {
+            (false, true) => {
+                endpoint.slow = Some(SlowSpell {
+                    since_ms: now_ms,
+                    baseline_ms: baseline.mean,
+                    baseline_stddev_ms: baseline.stddev(),
+                    baseline_samples: baseline.samples,
+                    responses: 1,
+                    reported: false,
+                });
+                self.unreported_slow.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, true) => {
+                let lasting = endpoint.slow.as_mut().is_some_and(|spell| {
+                    spell.responses += 1;
+                    spell.responses >= params.min_samples.saturating_mul(10)
+                });
+                if lasting {
+                    self.end_spell(endpoint);
+                    endpoint.latency_ms = endpoint.latency_recent;
+                }
+            }
+            (true, false) => self.end_spell(endpoint),
+            // Once warm, an answer above the limit does not teach either: the first slow
+            // answers of a spell would otherwise widen the baseline before the recent
+            // average shows it.
+            (false, false) => {
+                let outlier = baseline.samples >= params.min_samples.max(1) && latency_ms > limit;
+                if !flagged && !outlier {
+                    endpoint.latency_ms.add(latency_ms);
+                }
+            }
+        }
+    }
+
+    fn end_spell(&self, endpoint: &mut Endpoint) {
+        if endpoint.slow.take().is_some_and(|s| !s.reported) {
+            self.unreported_slow.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Every learned endpoint, sorted by route, template and method.
     pub fn baselines(&self, settings: &Settings, now_ms: u64) -> Vec<EndpointSummary> {
         let min = settings.shape.as_ref().map_or(u64::MAX, |s| s.min_samples);
@@ -1179,6 +1419,8 @@ impl Behavior {
                     error_ratio: e.error_ratio(),
                     rate_per_second: e.rate.per_second(now_ms),
                     latency_ms: e.latency_ms,
+                    latency_recent_ms: e.latency_recent.mean,
+                    slow: e.slow.clone(),
                     request_bytes: e.request_bytes,
                     response_bytes: e.response_bytes,
                     params: e
@@ -1245,7 +1487,19 @@ impl Behavior {
                     .collect()
             })
             .unwrap_or_default();
-        Some(ClientSummary {
+        let agents = c
+            .agents
+            .iter()
+            .map(|(ua, stack)| AgentSummary {
+                user_agent_hash: format!("{ua:016x}"),
+                stack_headers: bot::describe(*stack),
+            })
+            .collect();
+        let last_endpoint = c.last_endpoint.clone();
+        let last_request_ms = c.last_ms;
+        let windows: Vec<Window> = c.windows.clone();
+        let accounts: Vec<String> = c.accounts.clone();
+        let mut summary = ClientSummary {
             client: key.to_owned(),
             first_ms: c.first_ms,
             last_ms: c.last_ms,
@@ -1255,7 +1509,79 @@ impl Behavior {
             levels,
             walks,
             recent_findings: c.recent.iter().cloned().collect(),
-        })
+            agents,
+            last_endpoint: None,
+            last_request_ms,
+            windows: Vec::new(),
+            accounts: Vec::new(),
+        };
+        // The client's shard is released before endpoints, routes and accounts are read
+        // (the request path locks them in that order too).
+        drop(shard);
+        summary.last_endpoint = last_endpoint.map(|k| match k.split_once(' ') {
+            Some((route, _)) => display_endpoint(&k, route),
+            None => k,
+        });
+        summary.windows = windows
+            .iter()
+            .map(|w| self.window_summary(w, settings))
+            .collect();
+        if let Some(p) = &settings.accounts {
+            for account in accounts {
+                let shard = self.accounts.shard(&account);
+                if let Some(a) = shard.get(&account) {
+                    summary.accounts.push(AccountSummary {
+                        failures: a.failures.level(now_ms, p.bucket),
+                        capacity: p.bucket.capacity,
+                        addresses: a.addresses.level(now_ms, p.bucket),
+                        account,
+                    });
+                }
+            }
+        }
+        Some(summary)
+    }
+
+    fn window_summary(&self, w: &Window, settings: &Settings) -> WindowSummary {
+        // Endpoint keys are `route METHOD template`; a route's window is keyed by its id.
+        let route_window = !w.endpoint.contains(' ');
+        let mut out = WindowSummary {
+            scope: match w.endpoint.split_once(' ') {
+                Some((route, _)) => display_endpoint(&w.endpoint, route),
+                None => format!("route {}", w.endpoint),
+            },
+            start_ms: w.start_ms,
+            requests: w.counts.requests,
+            responses: w.counts.responses,
+            errors: w.counts.errors,
+            flagged: w.flagged,
+            typical: None,
+            limit: None,
+            learned_windows: 0,
+        };
+        let Some(p) = settings.rate_anomaly else {
+            return out;
+        };
+        if route_window {
+            if let Some(r) = self.routes.shard(&w.endpoint).get(&w.endpoint) {
+                let learned = &r.client_error_ratio;
+                out.learned_windows = learned.samples;
+                if learned.samples >= p.min_windows.max(1) {
+                    out.typical = Some(learned.mean);
+                    out.limit = Some(
+                        (learned.mean + p.deviations * learned.stddev()).max(p.min_error_ratio),
+                    );
+                }
+            }
+        } else if let Some(e) = self.endpoints.shard(&w.endpoint).get(&w.endpoint) {
+            let learned = &e.client_requests_ln;
+            out.learned_windows = learned.samples;
+            if learned.samples >= p.min_windows.max(1) {
+                out.typical = Some(learned.mean.exp());
+                out.limit = Some((learned.mean + p.deviations * learned.stddev()).exp());
+            }
+        }
+        out
     }
 }
 
@@ -1378,6 +1704,17 @@ fn account_of(
         .collect::<String>()
         .to_lowercase();
     (!account.is_empty()).then_some(account)
+}
+
+/// Responses the recent latency averages over.
+const LATENCY_RECENT: u64 = 20;
+
+/// The largest value that still fits a learned distribution: `deviations` standard deviations
+/// above its mean, `factor` times its mean, and `floor`, whichever is largest.
+fn volume_limit(learned: &Ewma, params: VolumeParams, floor: f64) -> f64 {
+    (learned.mean + params.deviations * learned.stddev())
+        .max(learned.mean * params.factor)
+        .max(floor)
 }
 
 fn finding(rule: &'static str, severity: Severity, target: String, evidence: String) -> Finding {
@@ -1610,6 +1947,10 @@ impl Behavior {
             endpoint.first_ms = now;
             endpoint.last_ms = now;
             endpoint.rate = DecayedRate::default();
+            // A slow spell is about the upstream as it was; after a restart it is judged
+            // afresh from new responses.
+            endpoint.slow = None;
+            endpoint.latency_recent = Ewma::default();
             let key = endpoint_key(&endpoint.route, &endpoint.method, &endpoint.template);
             let mut shard = self.endpoints.shard(&key);
             if shard.insert(key, endpoint).is_none() {
@@ -1751,6 +2092,155 @@ mod tests {
         ("accept-encoding", "gzip, deflate"),
         ("accept-language", "en-GB,en;q=0.9"),
     ];
+
+    /// A POST to `/orders` with a body of `size` bytes (declared), answered after
+    /// `latency_ms`; returns the findings judged before it was forwarded.
+    fn post_sized(
+        b: &Behavior,
+        s: &Settings,
+        size: u64,
+        latency_ms: u64,
+        now: u64,
+    ) -> Vec<Finding> {
+        let uri: Uri = "/orders".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, size.into());
+        let info = client("192.0.2.50");
+        let view = RequestView {
+            method: &Method::POST,
+            uri: &uri,
+            version: http::Version::HTTP_11,
+            headers: &headers,
+            client: &info,
+            route: "r",
+            request_id: "x",
+            body: None,
+        };
+        let findings = b.judge(s, "r", &view, None, now);
+        let obs = Observation {
+            method: &Method::POST,
+            path: "/orders",
+            query: None,
+            client: info.peer.ip(),
+            identity: None,
+            status: 201,
+            latency: Duration::from_millis(latency_ms),
+            request_bytes: Some(size),
+            response_bytes: Some(100),
+            flagged: findings.iter().any(|f| f.score > 0),
+        };
+        b.observe(s, "r", &obs, now);
+        findings
+    }
+
+    fn volume_only() -> Settings {
+        Settings {
+            sequence: None,
+            rate_anomaly: None,
+            bot: None,
+            rate: None,
+            ..only_new_models()
+        }
+    }
+
+    #[test]
+    fn an_oversized_body_is_flagged_once_the_sizes_are_learned() {
+        let s = volume_only();
+        let mut now = 1_000_000;
+        let cold = Behavior::new(Limits::default());
+        for i in 0..50 {
+            now += 1_000;
+            assert!(post_sized(&cold, &s, 200 + i % 60, 12, now).is_empty());
+        }
+        assert!(
+            post_sized(&cold, &s, 80_000, 12, now).is_empty(),
+            "a cold baseline (50 samples) never fires"
+        );
+        let b = Behavior::new(Limits::default());
+        for i in 0..150 {
+            now += 1_000;
+            assert!(post_sized(&b, &s, 200 + i % 60, 12, now).is_empty());
+        }
+        let findings = post_sized(&b, &s, 80_000, 12, now);
+        assert_eq!(rules(&findings), ["behavior.payload.size"]);
+        assert_eq!(findings[0].score, Severity::Warning.score());
+        assert!(
+            findings[0]
+                .evidence
+                .contains("observed a 80000-byte body on POST /orders, expected at most 1024")
+                && findings[0]
+                    .evidence
+                    .contains("learned from 150 clean requests"),
+            "{}",
+            findings[0].evidence
+        );
+        assert!(
+            post_sized(&b, &s, 1_000, 12, now).is_empty(),
+            "under min_payload_bytes"
+        );
+        // The flagged request did not widen the learned sizes.
+        assert_eq!(
+            rules(&post_sized(&b, &s, 80_000, 12, now)),
+            ["behavior.payload.size"]
+        );
+    }
+
+    #[test]
+    fn an_endpoint_turning_slow_is_reported_once_and_recovers() {
+        let b = Behavior::new(Limits::default());
+        let s = volume_only();
+        let mut now = 1_000_000;
+        let latency_findings = |findings: &[Finding]| {
+            findings
+                .iter()
+                .filter(|f| f.rule_id == "behavior.latency.anomaly")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // Too few samples: a slow start is not judged.
+        for i in 0..30 {
+            now += 1_000;
+            post_sized(&b, &s, 200, 10 + i % 5, now);
+        }
+        for _ in 0..30 {
+            now += 1_000;
+            assert!(latency_findings(&post_sized(&b, &s, 200, 400, now)).is_empty());
+        }
+        let b = Behavior::new(Limits::default());
+        for i in 0..300 {
+            now += 1_000;
+            assert!(latency_findings(&post_sized(&b, &s, 200, 10 + i % 5, now)).is_empty());
+        }
+        // The upstream turns slow: the recent average departs after a few responses.
+        let mut reported = Vec::new();
+        for _ in 0..40 {
+            now += 1_000;
+            reported.extend(latency_findings(&post_sized(&b, &s, 200, 450, now)));
+        }
+        assert_eq!(reported.len(), 1, "reported once per spell: {reported:?}");
+        assert_eq!(
+            reported[0].score, 0,
+            "about the endpoint, never the client's score"
+        );
+        assert_eq!(reported[0].target, "endpoint:POST /orders");
+        assert!(
+            reported[0].evidence.contains("expected about 12 ms"),
+            "{}",
+            reported[0].evidence
+        );
+        let summary = b.baselines(&s, now);
+        let slow = summary[0].slow.as_ref().expect("a slow spell");
+        assert!(
+            slow.baseline_ms < 20.0,
+            "the baseline did not learn the slowness"
+        );
+        // It recovers: the spell ends.
+        for i in 0..40 {
+            now += 1_000;
+            assert!(latency_findings(&post_sized(&b, &s, 200, 10 + i % 5, now)).is_empty());
+        }
+        assert!(b.baselines(&s, now)[0].slow.is_none());
+    }
 
     fn only_new_models() -> Settings {
         Settings {

@@ -45,6 +45,36 @@ pub struct Settings {
     pub rate_anomaly: Option<RateAnomalyParams>,
     /// Authentication failures per account, whatever the address they come from.
     pub accounts: Option<AccountParams>,
+    /// Request payload sizes and endpoint latency against their learned baselines.
+    pub volume: Option<VolumeParams>,
+}
+
+/// Tuning of the payload-size and latency baselines' judgement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VolumeParams {
+    /// Clean samples (sized requests, responses) an endpoint needs before it is judged: a
+    /// cold baseline never fires.
+    pub min_samples: u64,
+    /// Standard deviations above the learned mean a value must be.
+    pub deviations: f64,
+    /// And at least this many times the learned mean.
+    pub factor: f64,
+    /// Request bodies up to this size are never flagged.
+    pub min_payload_bytes: u64,
+    /// Latency up to this much above the baseline is never flagged (milliseconds).
+    pub latency_floor_ms: f64,
+}
+
+impl Default for VolumeParams {
+    fn default() -> Self {
+        VolumeParams {
+            min_samples: 100,
+            deviations: 6.0,
+            factor: 3.0,
+            min_payload_bytes: 1024,
+            latency_floor_ms: 100.0,
+        }
+    }
 }
 
 /// Tuning of the bot signals.
@@ -152,6 +182,7 @@ impl Default for Settings {
                 },
                 field: None,
             }),
+            volume: Some(VolumeParams::default()),
         }
     }
 }

@@ -221,7 +221,7 @@ async fn add_block(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
         Ok(new) => new,
         Err(e) => {
             return bad_request(format!(
-                "expected {{\"target\": \"203.0.113.7 or 10.0.0.0/8\", \"ttl\": \"10m\", \"reason\": \"...\"}}: {e}"
+                "expected {{\"target\": \"203.0.113.7, 10.0.0.0/8, identity:<subject> or fingerprint:<16 hex digits>\", \"ttl\": \"10m\", \"reason\": \"...\"}}: {e}"
             ));
         }
     };
@@ -467,12 +467,51 @@ fn behavior_client(gateway: &Gateway, raw: &str) -> Response<ResponseBody> {
     let behavior = gateway.behavior();
     let settings = summary_settings(gateway);
     match behavior.client(&key, &settings, behavior.now_ms()) {
-        Some(summary) => json(StatusCode::OK, serde_json::json!(summary)),
+        Some(summary) => {
+            let mut view = serde_json::json!(summary);
+            view["enforcement"] = client_enforcement(gateway, &key);
+            json(StatusCode::OK, view)
+        }
         None => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("client `{key}` is not tracked")}),
         ),
     }
+}
+
+/// What the enforcement state does to a client now: the block rules that refuse it (on its
+/// address or a prefix, its identity, or the fingerprint of its last request), the rule
+/// listing it without blocking, and the self-healing throttles covering it.
+fn client_enforcement(gateway: &Gateway, key: &str) -> serde_json::Value {
+    let enforcement = gateway.enforcement();
+    let mut blocks = Vec::new();
+    let mut watched = None;
+    let mut fingerprint = None;
+    let mut throttles = Vec::new();
+    if let Some(subject) = key.strip_prefix("user:") {
+        blocks.extend(enforcement.blocking_identity(subject));
+    } else if let Ok(ip) = key.parse::<std::net::IpAddr>() {
+        blocks.extend(enforcement.blocking(ip));
+        watched = enforcement.watching(ip);
+        fingerprint = gateway.heal().state.ledger.fingerprint_of(ip);
+        if let Some(fp) = fingerprint {
+            blocks.extend(enforcement.blocking_fingerprint(fp));
+        }
+        throttles = enforcement
+            .throttles
+            .list()
+            .into_iter()
+            .filter(|t| {
+                matches!(&t.scope, crate::throttle::ThrottleScope::Client(net) if net.contains(ip))
+            })
+            .collect();
+    }
+    serde_json::json!({
+        "fingerprint": fingerprint.map(apiguard_heal::fingerprint_text),
+        "blocks": blocks.iter().map(|r| r.as_ref()).collect::<Vec<&BlockRule>>(),
+        "watched": watched.as_deref(),
+        "throttles": throttles.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+    })
 }
 
 /// Ready while serving and not draining; the body lists pools with no available target.

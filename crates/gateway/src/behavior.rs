@@ -3,12 +3,12 @@
 
 use apiguard_behavior::{
     AccountParams, BotParams, BucketParams, Limits, Mode, RateAnomalyParams, SequenceParams,
-    Settings, ShapeParams,
+    Settings, ShapeParams, VolumeParams,
 };
 
 use crate::config::{
     AccountsConfig, BehaviorConfig, BehaviorMode, BotConfig, BucketConfig, Config,
-    RateAnomalyConfig, RouteConfig, SequenceConfig, ShapeConfig,
+    RateAnomalyConfig, RouteConfig, SequenceConfig, ShapeConfig, VolumeConfig,
 };
 use crate::load::Problem;
 
@@ -67,6 +67,7 @@ pub fn compile_behavior(config: &Config, problems: &mut Vec<Problem>) -> Vec<Opt
     check_sequence("behavior.sequence", &global.sequence, problems);
     check_rate_anomaly("behavior.rate_anomaly", &global.rate_anomaly, problems);
     check_accounts("behavior.accounts", &global.accounts, problems);
+    check_volume("behavior.volume", &global.volume, problems);
     let global_ok = problems.len() == before;
     config
         .routes
@@ -174,6 +175,31 @@ fn check_rate_anomaly(path: &str, r: &RateAnomalyConfig, problems: &mut Vec<Prob
     }
 }
 
+fn check_volume(path: &str, v: &VolumeConfig, problems: &mut Vec<Problem>) {
+    if v.min_samples == 0 {
+        problems.push(Problem::general(format!(
+            "{path}.min_samples must be at least 1"
+        )));
+    }
+    for (what, value) in [("deviations", v.deviations), ("factor", v.factor)] {
+        if !(value.is_finite() && value >= 1.0) {
+            problems.push(Problem::general(format!(
+                "{path}.{what} must be a number of at least 1.0, not {value}"
+            )));
+        }
+    }
+}
+
+fn volume(v: &VolumeConfig) -> Option<VolumeParams> {
+    v.enabled.then_some(VolumeParams {
+        min_samples: v.min_samples,
+        deviations: v.deviations,
+        factor: v.factor,
+        min_payload_bytes: v.min_payload_bytes,
+        latency_floor_ms: v.latency_floor.0.as_secs_f64() * 1000.0,
+    })
+}
+
 fn check_accounts(path: &str, a: &AccountsConfig, problems: &mut Vec<Problem>) {
     check_bucket(
         path,
@@ -270,6 +296,10 @@ fn effective(
     if let Some(a) = &local.accounts {
         check_accounts(&format!("{prefix}.accounts"), a, problems);
     }
+    if let Some(v) = &local.volume {
+        check_volume(&format!("{prefix}.volume"), v, problems);
+    }
+    let volume = volume(local.volume.as_ref().unwrap_or(&global.volume));
     let bot = bot(local.bot.as_ref().unwrap_or(&global.bot));
     let sequence = sequence(local.sequence.as_ref().unwrap_or(&global.sequence));
     let rate_anomaly = rate_anomaly(local.rate_anomaly.as_ref().unwrap_or(&global.rate_anomaly));
@@ -299,5 +329,6 @@ fn effective(
         sequence,
         rate_anomaly,
         accounts,
+        volume,
     })
 }

@@ -693,6 +693,53 @@ pub struct BehaviorConfig {
     /// stuffing against one account).
     #[serde(default)]
     pub accounts: AccountsConfig,
+    /// Request payload sizes and endpoint latency judged against their learned baselines.
+    #[serde(default)]
+    pub volume: VolumeConfig,
+}
+
+/// Payload sizes and latency: a request body far larger than its endpoint's learned sizes is
+/// flagged (warning); an endpoint whose recent responses are far slower than its learned
+/// latency is reported once per spell (a zero-score finding).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Run this model.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Clean sized requests (payloads) or responses (latency) an endpoint needs before it is
+    /// judged: a cold baseline never fires.
+    #[serde(default = "defaults::behavior_volume_min_samples")]
+    #[schemars(range(min = 1))]
+    pub min_samples: u64,
+    /// Standard deviations above the learned mean a value must be.
+    #[serde(default = "defaults::behavior_volume_deviations")]
+    #[schemars(range(min = 1.0))]
+    pub deviations: f64,
+    /// And at least this many times the learned mean.
+    #[serde(default = "defaults::behavior_volume_factor")]
+    #[schemars(range(min = 1.0))]
+    pub factor: f64,
+    /// Request bodies up to this many bytes are never flagged.
+    #[serde(default = "defaults::behavior_volume_min_payload_bytes")]
+    pub min_payload_bytes: u64,
+    /// Latency up to this much above the learned latency is never flagged, such as `100ms`.
+    #[serde(default = "defaults::behavior_volume_latency_floor")]
+    #[schemars(with = "String")]
+    pub latency_floor: DurationSpec,
+}
+
+impl Default for VolumeConfig {
+    fn default() -> Self {
+        VolumeConfig {
+            enabled: true,
+            min_samples: defaults::behavior_volume_min_samples(),
+            deviations: defaults::behavior_volume_deviations(),
+            factor: defaults::behavior_volume_factor(),
+            min_payload_bytes: defaults::behavior_volume_min_payload_bytes(),
+            latency_floor: defaults::behavior_volume_latency_floor(),
+        }
+    }
 }
 
 /// Bot signals read from request headers. Only User-Agents claiming a browser are checked
@@ -864,6 +911,7 @@ impl Default for BehaviorConfig {
             sequence: SequenceConfig::default(),
             rate_anomaly: RateAnomalyConfig::default(),
             accounts: AccountsConfig::default(),
+            volume: VolumeConfig::default(),
         }
     }
 }
@@ -956,6 +1004,9 @@ pub struct RouteBehaviorConfig {
     /// Replaces `behavior.accounts` (set `field` here on the login route).
     #[serde(default)]
     pub accounts: Option<AccountsConfig>,
+    /// Replaces `behavior.volume`.
+    #[serde(default)]
+    pub volume: Option<VolumeConfig>,
 }
 
 /// Parser bounds of the detection engine.
@@ -1698,6 +1749,21 @@ pub mod defaults {
     }
     pub fn behavior_rate_anomaly_min_error_ratio() -> f64 {
         0.5
+    }
+    pub fn behavior_volume_min_samples() -> u64 {
+        100
+    }
+    pub fn behavior_volume_deviations() -> f64 {
+        6.0
+    }
+    pub fn behavior_volume_factor() -> f64 {
+        3.0
+    }
+    pub fn behavior_volume_min_payload_bytes() -> u64 {
+        1024
+    }
+    pub fn behavior_volume_latency_floor() -> DurationSpec {
+        DurationSpec::millis(100)
     }
     pub fn behavior_accounts_capacity() -> u32 {
         20

@@ -1,8 +1,9 @@
-//! The enforcement state: block rules on client addresses and prefixes, each with an expiry,
-//! added by operators (admin API), by the hub subscriber (shared indicators) and by
-//! self-healing, and self-healing's throttles. It outlives configuration reloads, and the
-//! request path reads it without a lock: writers publish a new table (rules change rarely;
-//! requests are many).
+//! The enforcement state: block rules on client addresses, prefixes, authenticated
+//! identities and client fingerprints, each with an expiry, added by operators (admin API),
+//! by the hub subscriber (shared indicators) and by self-healing, and self-healing's
+//! throttles. It outlives configuration reloads, and the request path reads it without a
+//! lock: writers publish a new table (rules change rarely; requests are many). Every lookup is
+//! one hash probe (prefixes aside, which are few).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,22 +16,33 @@ use apiguard_model::{Finding, Outcome, RequestContext, RequestView, Severity, St
 use arc_swap::ArcSwap;
 use serde::{Serialize, Serializer};
 
-/// What a block rule covers: one address, or a prefix (CIDR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a block rule covers: one address, a prefix (CIDR), an authenticated identity (the
+/// subject authentication proved), or a client fingerprint
+/// ([`apiguard_behavior::bot::client_fingerprint`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BlockTarget {
     Address(IpAddr),
     Prefix { network: IpAddr, len: u8 },
+    Identity(Arc<str>),
+    Fingerprint(u64),
 }
 
+const IDENTITY: &str = "identity:";
+const FINGERPRINT: &str = "fingerprint:";
+/// Longest identity a rule names (token subjects and key names are far shorter).
+const MAX_IDENTITY_BYTES: usize = 256;
+
 impl BlockTarget {
-    /// The prefix as an IPv6 network (IPv4 as IPv4-mapped) and its length.
-    fn as_v6_prefix(&self) -> (u128, u8) {
+    /// The prefix as an IPv6 network (IPv4 as IPv4-mapped) and its length; `None` for
+    /// identities and fingerprints.
+    fn as_v6_prefix(&self) -> Option<(u128, u8)> {
         match *self {
-            BlockTarget::Address(ip) => (v6_bits(ip), 128),
-            BlockTarget::Prefix { network, len } => match network {
+            BlockTarget::Address(ip) => Some((v6_bits(ip), 128)),
+            BlockTarget::Prefix { network, len } => Some(match network {
                 IpAddr::V4(_) => (v6_bits(network), 96 + len),
                 IpAddr::V6(_) => (v6_bits(network), len),
-            },
+            }),
+            BlockTarget::Identity(_) | BlockTarget::Fingerprint(_) => None,
         }
     }
 }
@@ -55,9 +67,29 @@ fn mask(len: u8) -> u128 {
 impl FromStr for BlockTarget {
     type Err = String;
 
-    /// `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/48`. Host bits of a prefix
-    /// must be zero, so a typo cannot silently block a different network.
+    /// `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8`, `2001:db8::/48`, `identity:<subject>` or
+    /// `fingerprint:<16 hex digits>`. Host bits of a prefix must be zero, so a typo cannot
+    /// silently block a different network.
     fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(subject) = text.strip_prefix(IDENTITY) {
+            if subject.is_empty() || subject.len() > MAX_IDENTITY_BYTES {
+                return Err(format!(
+                    "`{IDENTITY}` takes a subject of 1 to {MAX_IDENTITY_BYTES} bytes"
+                ));
+            }
+            if subject.chars().any(char::is_control) {
+                return Err("an identity must not contain control characters".into());
+            }
+            return Ok(BlockTarget::Identity(subject.into()));
+        }
+        if let Some(hex) = text.strip_prefix(FINGERPRINT) {
+            if hex.len() == 16
+                && let Ok(fingerprint) = u64::from_str_radix(hex, 16)
+            {
+                return Ok(BlockTarget::Fingerprint(fingerprint));
+            }
+            return Err(format!("`{text}`: a fingerprint is 16 hex digits"));
+        }
         let text = text.trim();
         let Some((network, len)) = text.split_once('/') else {
             let ip: IpAddr = text
@@ -76,7 +108,7 @@ impl FromStr for BlockTarget {
             .filter(|l| *l <= max)
             .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?;
         let target = BlockTarget::Prefix { network, len };
-        let (bits, full_len) = target.as_v6_prefix();
+        let (bits, full_len) = target.as_v6_prefix().unwrap_or_default();
         if bits & !mask(full_len) != 0 {
             return Err(format!("`{text}` has host bits set after /{len}"));
         }
@@ -92,6 +124,8 @@ impl fmt::Display for BlockTarget {
         match self {
             BlockTarget::Address(ip) => write!(f, "{ip}"),
             BlockTarget::Prefix { network, len } => write!(f, "{network}/{len}"),
+            BlockTarget::Identity(subject) => write!(f, "{IDENTITY}{subject}"),
+            BlockTarget::Fingerprint(fp) => write!(f, "{FINGERPRINT}{fp:016x}"),
         }
     }
 }
@@ -126,25 +160,43 @@ pub struct BlockRule {
 #[derive(Default)]
 struct Table {
     addresses: HashMap<u128, Arc<BlockRule>>,
-    /// Longest prefixes first, so the most specific rule is the one reported.
-    prefixes: Vec<(u128, u8, Arc<BlockRule>)>,
+    /// Prefix rules by length, longest first (so the most specific rule is the one
+    /// reported), each length a map by network: a lookup costs one probe per distinct
+    /// length (a handful), whatever the number of rules.
+    prefixes: Vec<(u8, HashMap<u128, Arc<BlockRule>>)>,
+    identities: HashMap<Arc<str>, Arc<BlockRule>>,
+    fingerprints: HashMap<u64, Arc<BlockRule>>,
 }
 
 impl Table {
     fn build(rules: &[Arc<BlockRule>]) -> Table {
         let mut table = Table::default();
         for rule in rules {
-            match rule.target {
+            match &rule.target {
                 BlockTarget::Address(ip) => {
-                    table.addresses.insert(v6_bits(ip), rule.clone());
+                    table.addresses.insert(v6_bits(*ip), rule.clone());
                 }
                 BlockTarget::Prefix { .. } => {
-                    let (bits, len) = rule.target.as_v6_prefix();
-                    table.prefixes.push((bits, len, rule.clone()));
+                    if let Some((bits, len)) = rule.target.as_v6_prefix() {
+                        match table.prefixes.iter_mut().find(|(l, _)| *l == len) {
+                            Some((_, networks)) => {
+                                networks.insert(bits, rule.clone());
+                            }
+                            None => table
+                                .prefixes
+                                .push((len, HashMap::from([(bits, rule.clone())]))),
+                        }
+                    }
+                }
+                BlockTarget::Identity(subject) => {
+                    table.identities.insert(subject.clone(), rule.clone());
+                }
+                BlockTarget::Fingerprint(fp) => {
+                    table.fingerprints.insert(*fp, rule.clone());
                 }
             }
         }
-        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.1));
+        table.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0));
         table
     }
 
@@ -156,8 +208,7 @@ impl Table {
         self.addresses.get(&bits).or_else(|| {
             self.prefixes
                 .iter()
-                .find(|(network, len, _)| bits & mask(*len) == *network)
-                .map(|(_, _, rule)| rule)
+                .find_map(|(len, networks)| networks.get(&(bits & mask(*len))))
         })
     }
 }
@@ -170,12 +221,31 @@ struct RuleSet {
     rules: Mutex<HashMap<BlockTarget, Arc<BlockRule>>>,
 }
 
+/// The rule if it has not expired (the clock is read only for a client that matched).
+fn live(rule: Option<&Arc<BlockRule>>) -> Option<Arc<BlockRule>> {
+    let rule = rule?;
+    (rule.until_ms > now_ms()).then(|| rule.clone())
+}
+
 impl RuleSet {
     fn find(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
+        live(self.table.load().find(ip))
+    }
+
+    fn find_identity(&self, subject: &str) -> Option<Arc<BlockRule>> {
         let table = self.table.load();
-        let rule = table.find(ip)?;
-        // The clock is read only for an address that matched.
-        (rule.until_ms > now_ms()).then(|| rule.clone())
+        if table.identities.is_empty() {
+            return None;
+        }
+        live(table.identities.get(subject))
+    }
+
+    fn find_fingerprint(&self, fingerprint: u64) -> Option<Arc<BlockRule>> {
+        live(self.table.load().fingerprints.get(&fingerprint))
+    }
+
+    fn has_fingerprints(&self) -> bool {
+        !self.table.load().fingerprints.is_empty()
     }
 
     fn insert(&self, rule: BlockRule) -> Arc<BlockRule> {
@@ -184,7 +254,7 @@ impl RuleSet {
         let kept = match rules.get(&rule.target) {
             Some(existing) if existing.until_ms >= rule.until_ms => existing.clone(),
             _ => {
-                rules.insert(rule.target, rule.clone());
+                rules.insert(rule.target.clone(), rule.clone());
                 rule
             }
         };
@@ -199,7 +269,7 @@ impl RuleSet {
         };
         let mut full = rule.as_ref().clone();
         full.canary_percent = None;
-        rules.insert(*target, Arc::new(full));
+        rules.insert(target.clone(), Arc::new(full));
         self.publish(&rules);
         true
     }
@@ -250,7 +320,7 @@ impl RuleSet {
             .filter(|r| r.until_ms > now)
             .cloned()
             .collect();
-        list.sort_by_key(|r| (r.until_ms, r.target.to_string()));
+        list.sort_by_cached_key(|r| (r.until_ms, r.target.to_string()));
         list
     }
 
@@ -279,6 +349,22 @@ impl Enforcement {
     /// The rule that blocks `ip` now, if any.
     pub fn blocking(&self, ip: IpAddr) -> Option<Arc<BlockRule>> {
         self.blocks.find(ip)
+    }
+
+    /// The rule that blocks the authenticated `subject` now, if any.
+    pub fn blocking_identity(&self, subject: &str) -> Option<Arc<BlockRule>> {
+        self.blocks.find_identity(subject)
+    }
+
+    /// The rule that blocks the client `fingerprint` now, if any.
+    pub fn blocking_fingerprint(&self, fingerprint: u64) -> Option<Arc<BlockRule>> {
+        self.blocks.find_fingerprint(fingerprint)
+    }
+
+    /// Whether some fingerprint rule exists (the request path computes a fingerprint only
+    /// then).
+    pub fn has_fingerprint_rules(&self) -> bool {
+        self.blocks.has_fingerprints()
     }
 
     /// Adds a rule, replacing one on the same target unless that one lasts longer (two
@@ -357,62 +443,107 @@ impl Stage for EnforcementStage {
 
     fn inspect(&self, request: &RequestView<'_>, ctx: &mut RequestContext) -> Outcome {
         let client = request.client.peer.ip();
-        let Some(rule) = self.enforcement.blocking(client) else {
+        let rule = self.enforcement.blocking(client).or_else(|| {
+            self.enforcement
+                .has_fingerprint_rules()
+                .then(|| {
+                    let fingerprint = apiguard_behavior::bot::client_fingerprint(
+                        request.version,
+                        request.headers,
+                    );
+                    self.enforcement.blocking_fingerprint(fingerprint)
+                })
+                .flatten()
+        });
+        let Some(rule) = rule else {
             return throttle(&self.enforcement, client, request.route, ctx);
         };
-        let indicator = rule
-            .indicator
-            .as_deref()
-            .map(|i| format!(", indicator {i}"))
-            .unwrap_or_default();
-        let evidence = format!(
-            "{} blocked by {} ({}{indicator})",
-            rule.target, rule.source, rule.reason
-        );
-        if let Some(percent) = rule.canary_percent {
-            // A canary refuses a share of the matching requests and marks the others, so
-            // self-healing can see whom the rule would hit.
-            let refused = fastrand::u8(0..100) < percent;
-            let finding = Finding {
-                rule_id: "enforcement.canary".into(),
-                class: "enforcement".into(),
-                severity: if refused {
-                    Severity::Critical
-                } else {
-                    Severity::Notice
-                },
-                score: if refused {
-                    Severity::Critical.score()
-                } else {
-                    0
-                },
-                target: "client".into(),
-                evidence: format!("canary ({percent}%): {evidence}"),
-            };
-            if !refused {
-                return Outcome::Score(vec![finding]);
-            }
-            return Outcome::Block {
-                status: 403,
-                finding,
-            };
-        }
-        Outcome::Block {
-            status: 403,
-            finding: Finding {
-                rule_id: "enforcement.block".into(),
-                class: "enforcement".into(),
-                severity: Severity::Critical,
-                score: Severity::Critical.score(),
-                target: "client".into(),
-                evidence,
-            },
-        }
+        refuse(&rule)
     }
 
     fn enforced_in_detect_only(&self) -> bool {
         // A block rule or throttle is a decision already taken, not a detection to tune.
         true
+    }
+}
+
+/// Refuses requests whose authenticated identity is under a block rule. It runs right after
+/// the stages that prove an identity (authentication, signatures), since the first stage
+/// cannot know it yet.
+pub struct IdentityEnforcementStage {
+    pub enforcement: Arc<Enforcement>,
+}
+
+impl Stage for IdentityEnforcementStage {
+    fn name(&self) -> &'static str {
+        "enforcement_identity"
+    }
+
+    fn inspect(&self, _request: &RequestView<'_>, ctx: &mut RequestContext) -> Outcome {
+        let Some(identity) = &ctx.identity else {
+            return Outcome::Continue;
+        };
+        match self.enforcement.blocking_identity(&identity.subject) {
+            Some(rule) => refuse(&rule),
+            None => Outcome::Continue,
+        }
+    }
+
+    fn enforced_in_detect_only(&self) -> bool {
+        true
+    }
+}
+
+/// A block rule's answer: 403, or for a canary 403 on a share of the requests and a
+/// zero-score mark on the others.
+fn refuse(rule: &BlockRule) -> Outcome {
+    let indicator = rule
+        .indicator
+        .as_deref()
+        .map(|i| format!(", indicator {i}"))
+        .unwrap_or_default();
+    let evidence = format!(
+        "{} blocked by {} ({}{indicator})",
+        rule.target, rule.source, rule.reason
+    );
+    if let Some(percent) = rule.canary_percent {
+        // A canary refuses a share of the matching requests and marks the others, so
+        // self-healing can see whom the rule would hit.
+        let refused = fastrand::u8(0..100) < percent;
+        let finding = Finding {
+            rule_id: "enforcement.canary".into(),
+            class: "enforcement".into(),
+            severity: if refused {
+                Severity::Critical
+            } else {
+                Severity::Notice
+            },
+            score: if refused {
+                Severity::Critical.score()
+            } else {
+                0
+            },
+            target: "client".into(),
+            evidence: format!("canary ({percent}%): {evidence}"),
+        };
+        if !refused {
+            return Outcome::Score(vec![finding]);
+        }
+        return Outcome::Block {
+            status: 403,
+            finding,
+        };
+    }
+    Outcome::Block {
+        status: 403,
+        finding: Finding {
+            rule_id: "enforcement.block".into(),
+            class: "enforcement".into(),
+            severity: Severity::Critical,
+            score: Severity::Critical.score(),
+            target: "client".into(),
+            evidence,
+        },
     }
 }
 
@@ -509,6 +640,33 @@ mod tests {
         }
         assert!(table.remove(&"198.51.100.0/24".parse().unwrap()));
         assert!(table.blocking("198.51.100.77".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn identities_and_fingerprints_are_blocked_on_their_own() {
+        let table = Enforcement::new();
+        assert!(!table.has_fingerprint_rules());
+        table.insert(rule("identity:mallory", 60_000));
+        table.insert(rule("fingerprint:00000000abad1dea", 60_000));
+        assert!(table.blocking_identity("mallory").is_some());
+        assert!(table.blocking_identity("bob").is_none());
+        assert!(table.has_fingerprint_rules());
+        assert!(table.blocking_fingerprint(0xabad1dea).is_some());
+        assert!(table.blocking_fingerprint(0xabad1deb).is_none());
+        assert!(
+            table.blocking("192.0.2.1".parse().unwrap()).is_none(),
+            "neither rule reaches an address"
+        );
+        let listed: Vec<String> = table.rules().iter().map(|r| r.target.to_string()).collect();
+        assert!(
+            listed.contains(&"identity:mallory".to_string()),
+            "{listed:?}"
+        );
+        assert!(table.remove(&"identity:mallory".parse().unwrap()));
+        assert!(table.blocking_identity("mallory").is_none());
+        assert!("identity:".parse::<BlockTarget>().is_err());
+        assert!("fingerprint:abad1dea".parse::<BlockTarget>().is_err());
+        assert!("identity:a\u{7}b".parse::<BlockTarget>().is_err());
     }
 
     #[test]

@@ -310,6 +310,8 @@ pub fn report(
         at_ms: now_ms(),
         request_id: Some(request_id.to_owned()),
         client_ip: Some(client.to_canonical()),
+        identity: None,
+        fingerprint: None,
         route: Some(route.to_owned()),
         method: Some(method.to_string()),
         path: Some(path.to_owned()),

@@ -776,6 +776,8 @@ impl StreamReport {
             at_ms: now_ms(),
             request_id: Some(self.request_id.clone()),
             client_ip: Some(self.client_ip.to_canonical()),
+            identity: None,
+            fingerprint: None,
             route: Some(self.route.clone()),
             method: Some(self.method.clone()),
             path: Some(self.path.clone()),

@@ -203,6 +203,13 @@ async fn forward(
         body: inspected.as_ref(),
     };
     let mut decision = route.pipeline.run(&view);
+    // Self-healing groups offenders and sizes fingerprint rules by it; computed from the
+    // headers as the client sent them, before any is changed for the upstream.
+    let fingerprint = shared
+        .heal
+        .ledger
+        .is_enabled()
+        .then(|| apiguard_behavior::bot::client_fingerprint(parts.version, &parts.headers));
     // Stage 7 on gRPC bodies (protocols.rs): a unary request is read and inspected here; a
     // client stream is inspected message by message as it flows upstream.
     let mut grpc_guard = None;
@@ -255,6 +262,7 @@ async fn forward(
             parts.uri.path(),
             request_id,
             &decision,
+            fingerprint,
         );
     }
     if matches!(decision.action, Action::Block | Action::Challenge) {
@@ -560,7 +568,7 @@ async fn forward(
                     .map(|v| apiguard_policy::openapi::finding(v, 0))
                     .collect(),
                 headers: http::HeaderMap::new(),
-                identity: None,
+                identity: decision.identity.clone(),
                 problem_detail: None,
             };
             report(
@@ -571,6 +579,7 @@ async fn forward(
                 parts.uri.path(),
                 request_id,
                 &checked,
+                fingerprint,
             );
             if enforce {
                 // The response's data never reaches the client.
@@ -639,8 +648,9 @@ async fn forward(
     }
     shared.heal.ledger.observe(
         connection.client.peer.ip(),
+        decision.identity.as_ref().map(|i| i.subject.as_str()),
+        fingerprint,
         status,
-        decision.identity.is_some(),
         decision.score > 0,
     );
     route.metrics.observe(
@@ -821,6 +831,7 @@ fn report(
     path: &str,
     request_id: &str,
     decision: &Decision,
+    fingerprint: Option<u64>,
 ) {
     for finding in &decision.findings {
         shared
@@ -833,6 +844,8 @@ fn report(
         at_ms: now_ms(),
         request_id: Some(request_id.to_owned()),
         client_ip: Some(connection.client.peer.ip().to_canonical()),
+        identity: decision.identity.as_ref().map(|i| i.subject.clone()),
+        fingerprint: fingerprint.map(apiguard_heal::fingerprint_text),
         route: Some(route.id.clone()),
         method: Some(method.to_string()),
         path: Some(path.to_owned()),

@@ -509,7 +509,7 @@ pub fn apply(
     if policy.mode == SubscribeMode::Monitor {
         // Listed, not blocked: authorisation policies read it as the address's reputation.
         enforcement.watch(BlockRule {
-            target,
+            target: target.clone(),
             until_ms,
             source: "hub".into(),
             reason: format!("shared {class} indicator from {}", report.reporter),
@@ -521,7 +521,7 @@ pub fn apply(
         return "monitored";
     }
     enforcement.insert(BlockRule {
-        target,
+        target: target.clone(),
         until_ms,
         source: "hub".into(),
         reason: format!("shared {class} indicator from {}", report.reporter),
@@ -646,6 +646,8 @@ mod tests {
             at_ms: 0,
             request_id: None,
             client_ip: None,
+            identity: None,
+            fingerprint: None,
             route: None,
             method: None,
             path: None,

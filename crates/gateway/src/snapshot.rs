@@ -23,7 +23,7 @@ use crate::authz::compile_authz;
 use crate::behavior::compile_behavior;
 use crate::config::{Config, LimitsConfig, PathMatch, ReloadConfig, RouteConfig, Spanned};
 use crate::detection::compile_detection;
-use crate::enforcement::{Enforcement, EnforcementStage};
+use crate::enforcement::{Enforcement, EnforcementStage, IdentityEnforcementStage};
 use crate::heal::config::{HealSettings, compile_heal};
 use crate::load::{ConfigError, Problem};
 use crate::masking::{ResponseInspection, compile_response_inspection};
@@ -481,6 +481,7 @@ pub fn compile(
                 stages.push(stage);
             }
             let continuous = authn.as_ref().and_then(|a| a.continuous().cloned());
+            let proves_identity = authn.is_some() || integrity.is_some();
             if let Some(stage) = authn {
                 stages.push(stage);
             }
@@ -488,6 +489,12 @@ pub fn compile(
             // identity): a verified key id is an identity too.
             if let Some(integrity) = integrity {
                 stages.push(integrity.stage(body_limit, env.integrity.clone()));
+            }
+            // Block rules on identities, as soon as the identity is known.
+            if proves_identity {
+                stages.push(Arc::new(IdentityEnforcementStage {
+                    enforcement: env.enforcement.clone(),
+                }));
             }
             if let Some(stage) = rate_limits.after_auth {
                 stages.push(stage);

@@ -393,3 +393,115 @@ async fn browser_claims_without_browser_headers_are_flagged_and_api_clients_are_
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_client_view_explains_bot_signals_sequences_rates_accounts_and_blocks() {
+    let upstream = TestUpstream::start().await.unwrap();
+    let yaml = config(upstream.addr())
+        .replace(
+            "shape: {min_samples: 20}",
+            "shape: {min_samples: 20}\n  accounts: {field: username}",
+        )
+        .replace(
+            "access_log:",
+            "heal:\n  mode: enforce\n  interval: 500ms\naccess_log:",
+        );
+    let gw = start(&yaml).await;
+    let client = client_from("127.0.0.31");
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+    let browser = |path: &str| {
+        http::Request::get(gw.url(path))
+            .header("accept", "application/json")
+            .header("user-agent", chrome)
+            .header("accept-encoding", "gzip, deflate")
+            .header("accept-language", "en-GB,en;q=0.9")
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&client, browser("/echo/products")).await.status,
+        StatusCode::OK
+    );
+    for attempt in 0..3 {
+        let login = http::Request::post(gw.url("/status/401"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::from(format!(
+                r#"{{"username":"Alice@Example.com","password":"guess{attempt}"}}"#
+            )))
+            .unwrap();
+        assert_eq!(send(&client, login).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        send(&client, browser("/echo/cart")).await.status,
+        StatusCode::OK
+    );
+
+    let view = get(&h1_client(), &gw.admin_url("/behavior/clients/127.0.0.31"))
+        .await
+        .json();
+    assert_eq!(
+        view["agents"][0]["stack_headers"], "user-agent, accept-encoding, accept-language",
+        "{view:#}"
+    );
+    assert_eq!(view["last_endpoint"], "GET /echo/cart", "{view:#}");
+    let windows = view["windows"].as_array().unwrap();
+    assert!(
+        windows
+            .iter()
+            .any(|w| w["scope"] == "GET /echo/products" && w["requests"] == 1),
+        "{view:#}"
+    );
+    assert!(
+        windows
+            .iter()
+            .any(|w| w["scope"] == "route all" && w["errors"] == 3),
+        "the route window counts the 401s: {view:#}"
+    );
+    let account = &view["accounts"][0];
+    assert_eq!(account["account"], "alice@example.com", "{view:#}");
+    assert!(account["failures"].as_f64().unwrap() >= 2.5, "{view:#}");
+    let fingerprint = view["enforcement"]["fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fingerprint recorded: {view:#}"))
+        .to_owned();
+    assert!(view["enforcement"]["blocks"].as_array().unwrap().is_empty());
+
+    // An operator blocks the browser's fingerprint: its requests are refused from any
+    // address, another tool on the same address still passes, and the view shows the rule.
+    let added = send(
+        &h1_client(),
+        http::Request::post(gw.admin_url("/enforcement/blocks"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::from(format!(
+                r#"{{"target":"fingerprint:{fingerprint}","ttl":"1m"}}"#
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED);
+    assert_eq!(
+        send(&client, browser("/echo/products")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&client_from("127.0.0.32"), browser("/echo/products"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let view = get(&h1_client(), &gw.admin_url("/behavior/clients/127.0.0.31"))
+        .await
+        .json();
+    assert_eq!(
+        view["enforcement"]["blocks"][0]["target"],
+        format!("fingerprint:{fingerprint}"),
+        "{view:#}"
+    );
+    assert_eq!(
+        get(&client, &gw.url("/echo/products")).await.status,
+        StatusCode::OK,
+        "another tool from the same address"
+    );
+    let unknown = get(&h1_client(), &gw.admin_url("/behavior/clients/user:nobody")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}

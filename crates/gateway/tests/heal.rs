@@ -844,6 +844,144 @@ async fn a_canaried_prefix_rule_that_hits_a_legitimate_client_is_reverted() {
     );
 }
 
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const MALLORY_KEY: &str = "mallory-key-0123456789";
+const BOB_KEY: &str = "bob-key-0123456789";
+
+/// A GET with an API key.
+async fn get_as(client: &TestClient, url: &str, key: &str) -> Reply {
+    let request = Request::get(url)
+        .header("x-api-key", key)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    send(client, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_attacker_is_blocked_by_identity_while_another_identity_on_its_address_keeps_working()
+ {
+    let upstream = TestUpstream::start().await.unwrap();
+    let config = format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+upstreams:
+  backend:
+    targets: ["{upstream}"]
+auth:
+  providers:
+    partners:
+      api_keys:
+        keys:
+          - name: mallory
+            sha256: {mallory}
+          - name: bob
+            sha256: {bob}
+routes:
+  - id: api
+    upstream: backend
+    auth:
+      providers: [partners]
+heal:
+  mode: enforce
+  interval: 500ms
+access_log:
+  enabled: false
+reload:
+  watch: false
+"#,
+        upstream = upstream.addr(),
+        mallory = sha256_hex(MALLORY_KEY),
+        bob = sha256_hex(BOB_KEY),
+    );
+    let gw = start(&config).await;
+    // Both leave from one address, as users behind one NAT or corporate proxy do.
+    let shared_address = client_from("127.0.0.90");
+    let bob_requests = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let bob_stop = Arc::new(AtomicBool::new(false));
+    let bob_task = tokio::spawn({
+        let (client, url) = (shared_address.clone(), gw.url("/echo"));
+        let (requests, stop) = (bob_requests.clone(), bob_stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let status = get_as(&client, &url, BOB_KEY).await.status.as_u16();
+                requests.lock().unwrap().push(status);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let burst = Instant::now();
+    for _ in 0..10 {
+        let reply = get_as(
+            &shared_address,
+            &gw.url(&format!("/echo?id={SQLI}")),
+            MALLORY_KEY,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    }
+    let blocked = wait_for(Duration::from_secs(10), "mallory refused", || async {
+        let reply = get_as(&shared_address, &gw.url("/echo"), MALLORY_KEY).await;
+        (reply.status == StatusCode::FORBIDDEN).then(Instant::now)
+    })
+    .await;
+    let rule = heal_rule(&gw, "identity:mallory")
+        .await
+        .expect("a heal rule on mallory's identity");
+    assert!(rule.get("canary_percent").is_none(), "{rule}");
+    assert!(
+        heal_rule(&gw, "127.0.0.90").await.is_none(),
+        "the shared address is not blocked"
+    );
+    // The rule follows the identity to another address, and spares bob on the shared one.
+    assert_eq!(
+        get_as(&client_from("127.0.0.91"), &gw.url("/echo"), MALLORY_KEY)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get_as(&shared_address, &gw.url("/echo"), BOB_KEY)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let incident = wait_for(
+        Duration::from_secs(5),
+        "a verified attack incident",
+        || async {
+            incident_of(&gw, "attack")
+                .await
+                .filter(|i| i["state"] == "normal")
+        },
+    )
+    .await;
+    assert_eq!(incident["subject"], "client:identity:mallory");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bob_stop.store(true, Ordering::Relaxed);
+    let _ = bob_task.await;
+    let bob_statuses = bob_requests.lock().unwrap().clone();
+    assert!(!bob_statuses.is_empty());
+    assert!(
+        bob_statuses.iter().all(|s| *s == 200),
+        "bob, on mallory's address, was never refused: {bob_statuses:?}"
+    );
+    println!(
+        "authenticated attack burst → identity block: mallory refused {} ms after its burst began (decision interval 500 ms); bob on the same address: 0 of {} requests refused",
+        ms(blocked - burst),
+        bob_statuses.len(),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abusive_client_is_throttled_and_its_neighbours_are_not() {
     let upstream = TestUpstream::start().await.unwrap();

@@ -1,11 +1,10 @@
 //! Remediation actions: what heal asks the gateway to do, and the record of each one (its
 //! TTL, its guardrail verdict, its verification and its outcome).
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::net::Net;
+use crate::target::{ClientKey, Target};
 
 /// What a circuit covers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,14 +36,14 @@ pub enum ThrottleTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActionSpec {
-    /// A block rule on an address or prefix. While `canary_percent` is set the rule refuses
-    /// only that share of the matching requests.
+    /// A block rule on an address, prefix, identity or fingerprint. While `canary_percent` is
+    /// set the rule refuses only that share of the matching requests.
     Block {
-        target: Net,
+        target: Target,
         ttl_ms: u64,
         canary_percent: Option<u8>,
         /// The clients whose own requests justified the rule.
-        offenders: Vec<IpAddr>,
+        offenders: Vec<ClientKey>,
     },
     /// A request rate limit on a client or a route.
     Throttle {
@@ -293,7 +292,7 @@ pub enum Command {
     /// A canaried block rule applies in full from now until `until_ms`.
     Promote {
         action: u64,
-        target: Net,
+        target: Target,
         until_ms: u64,
     },
     /// Move a circuit to another phase.

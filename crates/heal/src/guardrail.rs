@@ -2,9 +2,9 @@
 //! recorded with the reason and the planner's next step is tried.
 
 use crate::action::{ActionSpec, ThrottleTarget};
-use crate::net::Net;
 use crate::observe::{Traffic, Window};
 use crate::settings::Settings;
+use crate::target::{ClientKey, Target};
 
 /// What the checks need.
 pub struct GuardContext<'a> {
@@ -39,9 +39,10 @@ pub fn check(spec: &ActionSpec, ctx: &GuardContext<'_>) -> Result<String, String
             target: ThrottleTarget::Client(net),
             ..
         } => {
-            allowlisted(net, ctx)?;
-            let offenders: Vec<_> = net.as_address().into_iter().collect();
-            let share = traffic_share(net, &offenders, ctx)?;
+            let target = Target::Net(*net);
+            allowlisted(&target, ctx)?;
+            let offenders: Vec<_> = net.as_address().map(ClientKey::from).into_iter().collect();
+            let share = traffic_share(&target, &offenders, ctx)?;
             Ok(format!("not allowlisted; {share}"))
         }
         ActionSpec::Throttle {
@@ -62,7 +63,12 @@ pub fn check(spec: &ActionSpec, ctx: &GuardContext<'_>) -> Result<String, String
     }
 }
 
-fn allowlisted(target: &Net, ctx: &GuardContext<'_>) -> Result<(), String> {
+/// The allowlist names addresses and prefixes: it protects identities and fingerprints only
+/// through the traffic share and the canary.
+fn allowlisted(target: &Target, ctx: &GuardContext<'_>) -> Result<(), String> {
+    let Some(target) = target.as_net() else {
+        return Ok(());
+    };
     match ctx
         .settings
         .guardrails
@@ -77,8 +83,8 @@ fn allowlisted(target: &Net, ctx: &GuardContext<'_>) -> Result<(), String> {
 
 /// The share of the window's requests the target covers besides the offenders' own.
 fn traffic_share(
-    target: &Net,
-    offenders: &[std::net::IpAddr],
+    target: &Target,
+    offenders: &[ClientKey],
     ctx: &GuardContext<'_>,
 ) -> Result<String, String> {
     let covered = ctx.traffic.requests_from(target, offenders);
@@ -102,15 +108,14 @@ fn traffic_share(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::IpAddr;
 
     struct Fixed(u64);
 
     impl Traffic for Fixed {
-        fn requests_from(&self, _: &Net, _: &[IpAddr]) -> u64 {
+        fn requests_from(&self, _: &Target, _: &[ClientKey]) -> u64 {
             self.0
         }
-        fn good_history(&self, _: IpAddr, _: u64) -> Option<String> {
+        fn good_history(&self, _: &ClientKey, _: u64) -> Option<String> {
             None
         }
     }
@@ -161,5 +166,15 @@ mod tests {
         };
         let err = check(&block("192.0.2.1"), &ctx).unwrap_err();
         assert!(err.contains("max_blocks_per_minute"), "{err}");
+        let ctx = GuardContext {
+            traffic: &busy,
+            blocks_last_minute: 0,
+            ..ctx
+        };
+        let err = check(&block("fingerprint:00000000000000ab"), &ctx).unwrap_err();
+        assert!(
+            err.contains("50 of 100"),
+            "a fingerprint shared by others' traffic: {err}"
+        );
     }
 }

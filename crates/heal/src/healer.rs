@@ -17,6 +17,7 @@ use crate::planner::{self, PlanContext};
 use crate::settings::{Mode, Settings};
 use crate::store::{AuditEntry, Offender, Persisted};
 use crate::symptom::{self, Baselines, DetectContext, Symptom};
+use crate::target::{ClientKey, Target};
 
 /// Windows in a row a client may show findings below the attack threshold before the
 /// threshold is judged too high.
@@ -43,10 +44,13 @@ pub struct Healer {
     known_good: Option<u64>,
     /// Versions heal applied itself (rollbacks): never blamed.
     heal_versions: BTreeSet<u64>,
-    near_miss: BTreeMap<IpAddr, u32>,
-    recent_flagged: BTreeMap<IpAddr, u64>,
+    near_miss: BTreeMap<ClientKey, u32>,
+    /// Flagged clients: when last, from where, with which fingerprint.
+    recent_flagged: BTreeMap<ClientKey, (u64, Vec<IpAddr>, Option<u64>)>,
     block_times: VecDeque<u64>,
-    prefix_cooldown: BTreeMap<Net, u64>,
+    /// Group rules (prefixes, fingerprints) whose canary hurt legitimate clients: not proposed
+    /// again until then.
+    prefix_cooldown: BTreeMap<Target, u64>,
     outcomes: Vec<(ActionKind, &'static str)>,
     /// Notifications from transitions made between ticks (`applied`).
     queued: Vec<(u64, &'static str)>,
@@ -163,13 +167,13 @@ impl Healer {
 
     /// Heal's block rules in effect: (action, target), so the gateway can notice the ones an
     /// operator removed.
-    pub fn blocks_in_effect(&self) -> Vec<(u64, Net)> {
+    pub fn blocks_in_effect(&self) -> Vec<(u64, Target)> {
         self.state
             .actions
             .iter()
             .filter(|a| a.state.in_effect())
             .filter_map(|a| match &a.spec {
-                ActionSpec::Block { target, .. } => Some((a.id, *target)),
+                ActionSpec::Block { target, .. } => Some((a.id, target.clone())),
                 _ => None,
             })
             .collect()
@@ -257,9 +261,10 @@ impl Healer {
             out.push(Command::Notify { incident, event });
         }
         self.track_config(window, now, &mut out);
-        for (ip, c) in &window.clients {
+        for (client, c) in &window.clients {
             if c.flagged > 0 {
-                self.recent_flagged.insert(*ip, now);
+                self.recent_flagged
+                    .insert(client.clone(), (now, c.addresses.clone(), c.fingerprint));
             }
         }
         self.operator_feedback(window, now);
@@ -314,7 +319,7 @@ impl Healer {
                 match &spec {
                     ActionSpec::Block { target, .. } => {
                         self.block_times.push_back(now_ms);
-                        self.remember_offender(*target, now_ms);
+                        self.remember_offender(target.clone(), now_ms);
                     }
                     ActionSpec::Rollback { to_version, .. } => {
                         if let Some(version) = new_version {
@@ -517,7 +522,7 @@ impl Healer {
         id
     }
 
-    fn remember_offender(&mut self, target: Net, now: u64) {
+    fn remember_offender(&mut self, target: Target, now: u64) {
         let memory = self.settings.offender_memory_ms;
         match self.state.offenders.iter_mut().find(|o| o.target == target) {
             Some(o) => {
@@ -536,7 +541,7 @@ impl Healer {
     }
 
     /// The TTL of the next block on `target`: doubled for each block it had recently.
-    fn block_ttl(&self, target: &Net, now: u64) -> u64 {
+    fn block_ttl(&self, target: &Target, now: u64) -> u64 {
         let s = &self.settings;
         let previous = self
             .state
@@ -637,7 +642,7 @@ impl Healer {
             a.note(now, "removed by an operator before it expired");
             let (incident, kind) = (a.incident, a.kind);
             let threshold = match &a.spec {
-                ActionSpec::Block { target, .. } if !target.is_address() => {
+                ActionSpec::Block { target, .. } if !target.is_single_client() => {
                     Threshold::PrefixOffenders
                 }
                 _ => Threshold::AttackFindings,
@@ -657,21 +662,24 @@ impl Healer {
                 format!("an operator removed the rule of action #{id}"),
             );
         }
-        for net in &window.operator_blocks {
+        for rule in &window.operator_blocks {
             let covered = self
                 .blocks_in_effect()
                 .iter()
-                .any(|(_, target)| target.overlaps(net));
+                .any(|(_, target)| target.overlaps(rule));
             let seen = self
                 .recent_flagged
                 .iter()
-                .any(|(ip, at)| net.contains(*ip) && now.saturating_sub(*at) <= FLAGGED_MEMORY_MS);
+                .any(|(client, (at, addresses, fingerprint))| {
+                    rule.covers(client, addresses, *fingerprint)
+                        && now.saturating_sub(*at) <= FLAGGED_MEMORY_MS
+                });
             if seen && !covered {
                 self.lesson(
                     Threshold::AttackFindings,
                     Lesson::Missed,
                     now,
-                    format!("an operator blocked {net}, which had findings heal did not act on"),
+                    format!("an operator blocked {rule}, which had findings heal did not act on"),
                 );
             }
         }
@@ -717,7 +725,7 @@ impl Healer {
             let a = self.state.actions[at].clone();
             match &a.spec {
                 ActionSpec::Block { target, .. } if a.state == ActionState::Canary => {
-                    self.judge_canary(&a, *target, window, traffic, now, out);
+                    self.judge_canary(&a, target.clone(), window, traffic, now, out);
                 }
                 ActionSpec::Block { .. } | ActionSpec::Throttle { .. } => {
                     if a.until_ms > 0 && now >= a.until_ms {
@@ -743,7 +751,7 @@ impl Healer {
     fn judge_canary(
         &mut self,
         a: &ActionRecord,
-        target: Net,
+        target: Target,
         window: &Window,
         traffic: &dyn Traffic,
         now: u64,
@@ -754,13 +762,15 @@ impl Healer {
         let harmed: Vec<String> = window
             .clients
             .iter()
-            .filter(|(ip, c)| {
-                target.contains(**ip) && c.flagged == 0 && (c.canary_hits > 0 || c.clean > 0)
+            .filter(|(client, c)| {
+                target.covers(client, &c.addresses, c.fingerprint)
+                    && c.flagged == 0
+                    && (c.canary_hits > 0 || c.clean > 0)
             })
-            .filter_map(|(ip, c)| {
-                traffic.good_history(*ip, a.created_ms).map(|history| {
+            .filter_map(|(client, c)| {
+                traffic.good_history(client, a.created_ms).map(|history| {
                     format!(
-                        "{ip}: {} requests matched the canary, {} clean answers this window; {history}",
+                        "{client}: {} requests matched the canary, {} clean answers this window; {history}",
                         c.canary_hits, c.clean
                     )
                 })
@@ -791,11 +801,11 @@ impl Healer {
                 format!("canary of {target} reverted: it hurt legitimate clients"),
                 harmed.clone(),
             );
-            let threshold = if target.is_address() {
+            let threshold = if target.is_single_client() {
                 Threshold::AttackFindings
             } else {
                 self.prefix_cooldown.insert(
-                    target,
+                    target.clone(),
                     now.saturating_add(self.settings.canary.duration_ms.saturating_mul(10)),
                 );
                 Threshold::PrefixOffenders
@@ -841,7 +851,7 @@ impl Healer {
             );
             out.push(Command::Promote {
                 action: a.id,
-                target,
+                target: target.clone(),
                 until_ms: a.until_ms,
             });
             self.outcomes.push((a.kind, "promoted"));
@@ -981,9 +991,9 @@ impl Healer {
 
     fn detect(&self, window: &Window, now: u64) -> Vec<Symptom> {
         let in_effect = || self.state.actions.iter().filter(|a| a.state.in_effect());
-        let blocked_nets: Vec<Net> = in_effect()
+        let blocked_targets: Vec<&Target> = in_effect()
             .filter_map(|a| match &a.spec {
-                ActionSpec::Block { target, .. } => Some(*target),
+                ActionSpec::Block { target, .. } => Some(target),
                 _ => None,
             })
             .collect();
@@ -993,7 +1003,11 @@ impl Healer {
                 _ => None,
             })
             .collect();
-        let blocked = |ip: IpAddr| blocked_nets.iter().any(|n| n.contains(ip));
+        let blocked = |client: &ClientKey, c: &crate::observe::ClientWindow| {
+            blocked_targets
+                .iter()
+                .any(|t| t.covers(client, &c.addresses, c.fingerprint))
+        };
         let ctx = DetectContext {
             settings: &self.settings,
             thresholds: &self.thresholds,
@@ -1007,23 +1021,58 @@ impl Healer {
         // Offenders blocked now, grouped by prefix: enough of them in one prefix is a
         // distributed attack.
         let mut groups: BTreeMap<Net, Vec<IpAddr>> = BTreeMap::new();
-        for net in &blocked_nets {
+        for net in blocked_targets.iter().filter_map(|t| t.as_net()) {
             if let Some(ip) = net.as_address() {
                 let prefix = Net::prefix_of(ip, self.settings.prefix_v4, self.settings.prefix_v6);
                 groups.entry(prefix).or_default().push(ip);
             }
         }
         let needed = self.thresholds.prefix_offenders.round().max(2.0) as usize;
+        let cooling = |target: &Target| {
+            self.prefix_cooldown
+                .get(target)
+                .is_some_and(|until| now < *until)
+        };
         for (prefix, offenders) in groups {
-            let covered = blocked_nets
+            let covered = blocked_targets
                 .iter()
+                .filter_map(|t| t.as_net())
                 .any(|n| !n.is_address() && n.overlaps(&prefix));
-            let cooling = self
-                .prefix_cooldown
-                .get(&prefix)
-                .is_some_and(|until| now < *until);
-            if offenders.len() >= needed && !covered && !cooling {
+            if offenders.len() >= needed && !covered && !cooling(&Target::Net(prefix)) {
                 symptoms.push(Symptom::DistributedAttack { prefix, offenders });
+            }
+        }
+
+        // Offenders of this window sharing one fingerprint from several networks: clients
+        // attacking now, and clients under a single-client block that keep coming. Rotating
+        // addresses does not change the software that sends the requests. Offenders from one
+        // network are the prefix rule's business.
+        let attack_threshold = self.thresholds.attack_findings.round().max(1.0) as u32;
+        let mut by_fingerprint: BTreeMap<u64, (Vec<ClientKey>, BTreeSet<Net>)> = BTreeMap::new();
+        for (client, c) in &window.clients {
+            let Some(fingerprint) = c.fingerprint else {
+                continue;
+            };
+            let blocked_alone = c.blocked > 0
+                && blocked_targets
+                    .iter()
+                    .any(|t| t.is_single_client() && t.covers(client, &c.addresses, c.fingerprint));
+            if c.flagged >= attack_threshold || blocked_alone {
+                let (offenders, networks) = by_fingerprint.entry(fingerprint).or_default();
+                offenders.push(client.clone());
+                networks.extend(client.address().iter().chain(&c.addresses).map(|ip| {
+                    Net::prefix_of(*ip, self.settings.prefix_v4, self.settings.prefix_v6)
+                }));
+            }
+        }
+        for (fingerprint, (offenders, networks)) in by_fingerprint {
+            let target = Target::Fingerprint(fingerprint);
+            let covered = blocked_targets.iter().any(|t| **t == target);
+            if networks.len() >= needed && !covered && !cooling(&target) {
+                symptoms.push(Symptom::SharedFingerprint {
+                    fingerprint,
+                    offenders,
+                });
             }
         }
         symptoms
@@ -1359,10 +1408,19 @@ impl Healer {
             };
             if !self.state.incidents[i].planned {
                 let symptom = self.state.incidents[i].symptom.clone();
-                let block_ttl = |net: &Net| self.block_ttl(net, now);
-                let canary = |net: &Net| match net.as_address() {
-                    Some(ip) => traffic.good_history(ip, now).is_some(),
-                    None => true,
+                let block_ttl = |target: &Target| self.block_ttl(target, now);
+                // A rule whose reach exceeds its evidence starts as a canary: a group rule
+                // always, a single client's when that client has a good history (a NAT, a
+                // compromised client or account).
+                let canary = |target: &Target| match target {
+                    Target::Net(net) => match net.as_address() {
+                        Some(ip) => traffic.good_history(&ClientKey::from(ip), now).is_some(),
+                        None => true,
+                    },
+                    Target::Identity(subject) => traffic
+                        .good_history(&ClientKey::Identity(subject.clone()), now)
+                        .is_some(),
+                    Target::Fingerprint(_) => true,
                 };
                 let ctx = PlanContext {
                     settings: &self.settings,
@@ -1457,23 +1515,27 @@ impl Healer {
 
     fn learn_near_misses(&mut self, window: &Window, now: u64) {
         let threshold = self.thresholds.attack_findings.round().max(1.0) as u32;
-        let blocked: Vec<Net> = self
+        let blocked: Vec<Target> = self
             .blocks_in_effect()
             .into_iter()
-            .map(|(_, n)| n)
+            .map(|(_, t)| t)
             .collect();
         let mut next = BTreeMap::new();
         let mut missed = Vec::new();
-        for (ip, c) in &window.clients {
+        for (client, c) in &window.clients {
             if c.flagged == 0 {
                 continue;
             }
-            if c.flagged < threshold && !blocked.iter().any(|n| n.contains(*ip)) {
-                let n = self.near_miss.get(ip).copied().unwrap_or(0) + 1;
+            if c.flagged < threshold
+                && !blocked
+                    .iter()
+                    .any(|t| t.covers(client, &c.addresses, c.fingerprint))
+            {
+                let n = self.near_miss.get(client).copied().unwrap_or(0) + 1;
                 if n >= NEAR_MISS_WINDOWS {
-                    missed.push(*ip);
+                    missed.push(client.clone());
                 } else {
-                    next.insert(*ip, n);
+                    next.insert(client.clone(), n);
                 }
             }
         }
@@ -1487,7 +1549,7 @@ impl Healer {
             );
         }
         self.recent_flagged
-            .retain(|_, at| now.saturating_sub(*at) <= FLAGGED_MEMORY_MS);
+            .retain(|_, (at, _, _)| now.saturating_sub(*at) <= FLAGGED_MEMORY_MS);
         if self.recent_flagged.len() > MAX_TRACKED_CLIENTS {
             self.recent_flagged.clear();
         }

@@ -21,6 +21,7 @@ pub mod planner;
 pub mod settings;
 pub mod store;
 pub mod symptom;
+pub mod target;
 
 pub use action::{
     ActionKind, ActionRecord, ActionSpec, ActionState, CircuitKey, CircuitPhase, Command,
@@ -32,3 +33,4 @@ pub use net::Net;
 pub use observe::{ClientWindow, ConfigChange, PoolWindow, RouteWindow, Traffic, Window};
 pub use settings::{Mode, Settings};
 pub use store::Persisted;
+pub use target::{ClientKey, Target, fingerprint_text};

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::net::Net;
+use crate::target::{ClientKey, Target};
 
 /// One decision window.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -23,12 +23,13 @@ pub struct Window {
     pub total_requests: u64,
     pub routes: BTreeMap<String, RouteWindow>,
     pub pools: BTreeMap<String, PoolWindow>,
-    /// Clients that had findings, refusals or canary hits in the window.
-    pub clients: BTreeMap<IpAddr, ClientWindow>,
+    /// Clients (by identity when authenticated, else by address) that had findings,
+    /// refusals or canary hits in the window.
+    pub clients: BTreeMap<ClientKey, ClientWindow>,
     /// Block actions whose rule an operator removed before it expired (a false alarm).
     pub removed_by_operator: Vec<u64>,
-    /// Addresses or prefixes an operator blocked during the window (heal may have missed them).
-    pub operator_blocks: Vec<Net>,
+    /// Rules an operator added during the window (heal may have missed them).
+    pub operator_blocks: Vec<Target>,
     /// Events the engine could not read because it fell behind (the evidence is partial).
     pub missed_events: u64,
 }
@@ -114,7 +115,14 @@ pub struct ClientWindow {
     pub clean: u32,
     /// A few of the rule ids and targets behind the findings, for the audit trail.
     pub evidence: Vec<String>,
+    /// The addresses the client came from (an identity's, at most [`MAX_ADDRESSES`]).
+    pub addresses: Vec<IpAddr>,
+    /// The client fingerprint of its last request, when the gateway computed one.
+    pub fingerprint: Option<u64>,
 }
+
+/// Addresses kept per client and window.
+pub const MAX_ADDRESSES: usize = 4;
 
 /// Evidence evidence lists are cut to this many entries.
 pub const MAX_EVIDENCE: usize = 5;
@@ -126,27 +134,38 @@ impl ClientWindow {
             self.evidence.push(evidence);
         }
     }
+
+    /// Notes where a request came from.
+    pub fn seen_from(&mut self, ip: IpAddr, fingerprint: Option<u64>) {
+        let ip = ip.to_canonical();
+        if self.addresses.len() < MAX_ADDRESSES && !self.addresses.contains(&ip) {
+            self.addresses.push(ip);
+        }
+        if fingerprint.is_some() {
+            self.fingerprint = fingerprint;
+        }
+    }
 }
 
 /// Questions about traffic the window does not carry: answered by the gateway's client
 /// ledger.
 pub trait Traffic {
-    /// Requests clients under `net` made in the last window, leaving out `except`.
-    fn requests_from(&self, net: &Net, except: &[IpAddr]) -> u64;
+    /// Requests the clients `target` covers made in the last window, leaving out `except`.
+    fn requests_from(&self, target: &Target, except: &[ClientKey]) -> u64;
     /// Evidence that `client` had a good history (clean, answered requests) starting before
     /// `before_ms`; `None` when it has none.
-    fn good_history(&self, client: IpAddr, before_ms: u64) -> Option<String>;
+    fn good_history(&self, client: &ClientKey, before_ms: u64) -> Option<String>;
 }
 
 /// A traffic view that knows nothing (no history, no requests).
 pub struct NoTraffic;
 
 impl Traffic for NoTraffic {
-    fn requests_from(&self, _: &Net, _: &[IpAddr]) -> u64 {
+    fn requests_from(&self, _: &Target, _: &[ClientKey]) -> u64 {
         0
     }
 
-    fn good_history(&self, _: IpAddr, _: u64) -> Option<String> {
+    fn good_history(&self, _: &ClientKey, _: u64) -> Option<String> {
         None
     }
 }

@@ -7,6 +7,7 @@ use crate::net::Net;
 use crate::observe::Window;
 use crate::settings::Settings;
 use crate::symptom::Symptom;
+use crate::target::{ClientKey, Target};
 
 /// What planning needs besides the symptom.
 pub struct PlanContext<'a> {
@@ -18,9 +19,9 @@ pub struct PlanContext<'a> {
     pub known_good: Option<u64>,
     pub current_version: u64,
     /// The TTL the next block on a target gets (it grows for repeat offenders).
-    pub block_ttl: &'a dyn Fn(&Net) -> u64,
+    pub block_ttl: &'a dyn Fn(&Target) -> u64,
     /// Whether a new block on a target starts as a canary.
-    pub canary: &'a dyn Fn(&Net) -> bool,
+    pub canary: &'a dyn Fn(&Target) -> bool,
 }
 
 impl PlanContext<'_> {
@@ -34,12 +35,12 @@ impl PlanContext<'_> {
         healthy.then_some(fallback)
     }
 
-    fn block(&self, target: Net, offenders: Vec<std::net::IpAddr>) -> ActionSpec {
+    fn block(&self, target: Target, offenders: Vec<ClientKey>) -> ActionSpec {
         let canary = (self.settings.canary.enabled && (self.canary)(&target))
             .then_some(self.settings.canary.share_percent);
         ActionSpec::Block {
-            target,
             ttl_ms: (self.block_ttl)(&target),
+            target,
             canary_percent: canary,
             offenders,
         }
@@ -90,11 +91,24 @@ pub fn plan(symptom: &Symptom, ctx: &PlanContext<'_>) -> Vec<ActionSpec> {
                 });
             }
         }
+        // An authenticated offender is blocked by identity: its address may be a NAT or a
+        // proxy that other clients share.
         Symptom::Attack { client, .. } => {
-            steps.push(ctx.block(Net::address(*client), vec![*client]));
+            steps.push(ctx.block(client.target(), vec![client.clone()]));
         }
-        Symptom::Abuse { client, .. } => {
-            let net = Net::address(*client);
+        // Throttles count by address; an identity goes straight to its block.
+        Symptom::Abuse {
+            client: client @ ClientKey::Identity(_),
+            ..
+        } => {
+            steps.push(ctx.block(client.target(), vec![client.clone()]));
+        }
+        Symptom::Abuse {
+            client: ClientKey::Address(ip),
+            ..
+        } => {
+            let client = ClientKey::Address(*ip);
+            let net = Net::address(*ip);
             steps.push(ActionSpec::Throttle {
                 target: ThrottleTarget::Client(net),
                 rate_per_s: s.throttle_rate,
@@ -108,10 +122,17 @@ pub fn plan(symptom: &Symptom, ctx: &PlanContext<'_>) -> Vec<ActionSpec> {
                     ttl_ms: s.throttle_ttl_ms,
                 });
             }
-            steps.push(ctx.block(net, vec![*client]));
+            steps.push(ctx.block(Target::Net(net), vec![client]));
         }
         Symptom::DistributedAttack { prefix, offenders } => {
-            steps.push(ctx.block(*prefix, offenders.clone()));
+            let offenders = offenders.iter().map(|ip| ClientKey::from(*ip)).collect();
+            steps.push(ctx.block(Target::Net(*prefix), offenders));
+        }
+        Symptom::SharedFingerprint {
+            fingerprint,
+            offenders,
+        } => {
+            steps.push(ctx.block(Target::Fingerprint(*fingerprint), offenders.clone()));
         }
         Symptom::RouteUnderAttack {
             route,
@@ -181,7 +202,7 @@ mod tests {
             known_good: Some(1),
             current_version: 2,
             block_ttl: &|_| 60_000,
-            canary: &|net| !net.is_address(),
+            canary: &|target| !target.is_single_client(),
         }
     }
 
@@ -263,5 +284,55 @@ mod tests {
         );
         let kinds: Vec<_> = steps.iter().map(|s| s.kind().as_str()).collect();
         assert_eq!(kinds, ["throttle", "throttle", "block"]);
+    }
+
+    #[test]
+    fn an_authenticated_attacker_is_blocked_by_identity_and_a_shared_fingerprint_is_canaried() {
+        let settings = Settings::default();
+        let w = window(1);
+        let steps = plan(
+            &Symptom::Attack {
+                client: ClientKey::Identity("mallory".into()),
+                flagged: 9,
+                evidence: vec![],
+            },
+            &ctx(&settings, &w),
+        );
+        assert_eq!(
+            steps[0],
+            ActionSpec::Block {
+                target: Target::Identity("mallory".into()),
+                ttl_ms: 60_000,
+                canary_percent: None,
+                offenders: vec![ClientKey::Identity("mallory".into())],
+            },
+            "the identity, not the address it shares with others"
+        );
+        let steps = plan(
+            &Symptom::Abuse {
+                client: ClientKey::Identity("mallory".into()),
+                refusals: 50,
+            },
+            &ctx(&settings, &w),
+        );
+        assert_eq!(steps.len(), 1, "no address throttle for an identity");
+        let steps = plan(
+            &Symptom::SharedFingerprint {
+                fingerprint: 0xabc,
+                offenders: vec![
+                    "192.0.2.1".parse().unwrap(),
+                    "198.51.100.2".parse().unwrap(),
+                ],
+            },
+            &ctx(&settings, &w),
+        );
+        assert!(matches!(
+            &steps[0],
+            ActionSpec::Block {
+                target: Target::Fingerprint(0xabc),
+                canary_percent: Some(50),
+                ..
+            }
+        ));
     }
 }

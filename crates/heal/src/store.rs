@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::action::ActionRecord;
 use crate::incident::Incident;
 use crate::learning::Thresholds;
-use crate::net::Net;
+use crate::target::Target;
 
 /// The file format version.
 pub const FORMAT: u32 = 1;
@@ -24,7 +24,7 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// One repeat offender: how many times it was blocked, and when last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Offender {
-    pub target: Net,
+    pub target: Target,
     pub blocks: u32,
     pub last_ms: u64,
 }

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::learning::Thresholds;
 use crate::net::Net;
-use crate::observe::{ConfigChange, Window};
+use crate::observe::{ClientWindow, ConfigChange, Window};
 use crate::settings::Settings;
+use crate::target::{ClientKey, fingerprint_text};
 
 /// Something wrong, with its measurements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,16 +45,22 @@ pub enum Symptom {
         latency_ms: f64,
         baseline_ms: f64,
     },
-    /// One client sends attacks.
+    /// One client (an identity when authenticated, else an address) sends attacks.
     Attack {
-        client: IpAddr,
+        client: ClientKey,
         flagged: u32,
         evidence: Vec<String>,
     },
     /// One client keeps running into rate limits.
-    Abuse { client: IpAddr, refusals: u32 },
+    Abuse { client: ClientKey, refusals: u32 },
     /// Several offenders blocked in one prefix.
     DistributedAttack { prefix: Net, offenders: Vec<IpAddr> },
+    /// Several offenders (blocked, or attacking in the window) share one client fingerprint:
+    /// one tool behind rotating addresses or identities.
+    SharedFingerprint {
+        fingerprint: u64,
+        offenders: Vec<ClientKey>,
+    },
     /// Many clients attack one route.
     RouteUnderAttack {
         route: String,
@@ -75,6 +82,9 @@ impl Symptom {
             Symptom::Attack { client, .. } => format!("client:{client}"),
             Symptom::Abuse { client, .. } => format!("abuse:{client}"),
             Symptom::DistributedAttack { prefix, .. } => format!("prefix:{prefix}"),
+            Symptom::SharedFingerprint { fingerprint, .. } => {
+                format!("fingerprint:{}", fingerprint_text(*fingerprint))
+            }
             Symptom::RouteUnderAttack { route, .. } => format!("route-attack:{route}"),
         }
     }
@@ -88,6 +98,7 @@ impl Symptom {
             Symptom::Attack { .. } => "attack",
             Symptom::Abuse { .. } => "abuse",
             Symptom::DistributedAttack { .. } => "distributed_attack",
+            Symptom::SharedFingerprint { .. } => "shared_fingerprint",
             Symptom::RouteUnderAttack { .. } => "route_under_attack",
         }
     }
@@ -151,6 +162,19 @@ impl Symptom {
             Symptom::DistributedAttack { prefix, offenders } => vec![format!(
                 "{} offenders blocked in {prefix}: {}",
                 offenders.len(),
+                offenders
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
+            Symptom::SharedFingerprint {
+                fingerprint,
+                offenders,
+            } => vec![format!(
+                "{} offenders share the client fingerprint {}: {}",
+                offenders.len(),
+                fingerprint_text(*fingerprint),
                 offenders
                     .iter()
                     .map(ToString::to_string)
@@ -229,7 +253,7 @@ pub struct DetectContext<'a> {
     /// The last configuration change not made by heal itself.
     pub last_change: Option<&'a ConfigChange>,
     /// Clients under an active heal block: their refusals are the remedy, not a symptom.
-    pub blocked: &'a dyn Fn(IpAddr) -> bool,
+    pub blocked: &'a dyn Fn(&ClientKey, &ClientWindow) -> bool,
     /// `pool:<name>` and `route:<id>` whose circuit heal holds open.
     pub circuits: &'a BTreeSet<String>,
 }
@@ -348,18 +372,18 @@ pub fn detect(window: &Window, ctx: &DetectContext<'_>) -> Vec<Symptom> {
 
     let attack_threshold = ctx.thresholds.attack_findings.round().max(1.0) as u32;
     for (client, w) in &window.clients {
-        if (ctx.blocked)(*client) {
+        if (ctx.blocked)(client, w) {
             continue;
         }
         if w.flagged >= attack_threshold {
             symptoms.push(Symptom::Attack {
-                client: *client,
+                client: client.clone(),
                 flagged: w.flagged,
                 evidence: w.evidence.clone(),
             });
         } else if settings.abuse_refusals > 0 && w.rate_limited >= settings.abuse_refusals {
             symptoms.push(Symptom::Abuse {
-                client: *client,
+                client: client.clone(),
                 refusals: w.rate_limited,
             });
         }

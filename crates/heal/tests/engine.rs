@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use apiguard_heal::{
-    ActionKind, ActionSpec, ActionState, CircuitKey, CircuitPhase, ClientWindow, Command,
-    ConfigChange, Healer, Mode, Net, PoolWindow, RouteWindow, Settings, State, Traffic, Window,
+    ActionKind, ActionSpec, ActionState, CircuitKey, CircuitPhase, ClientKey, ClientWindow,
+    Command, ConfigChange, Healer, Mode, PoolWindow, RouteWindow, Settings, State, Target, Traffic,
+    Window,
 };
 
 const SECOND: u64 = 1_000;
@@ -22,27 +23,32 @@ fn settings() -> Settings {
 /// Traffic with a fixed set of clients with a good history.
 #[derive(Default)]
 struct Ledger {
-    good: Vec<IpAddr>,
-    requests: BTreeMap<IpAddr, u64>,
+    good: Vec<ClientKey>,
+    requests: BTreeMap<ClientKey, u64>,
 }
 
 impl Traffic for Ledger {
-    fn requests_from(&self, net: &Net, except: &[IpAddr]) -> u64 {
+    fn requests_from(&self, target: &Target, except: &[ClientKey]) -> u64 {
         self.requests
             .iter()
-            .filter(|(ip, _)| net.contains(**ip) && !except.contains(ip))
+            .filter(|(client, _)| target.covers(client, &[], None) && !except.contains(client))
             .map(|(_, n)| n)
             .sum()
     }
 
-    fn good_history(&self, client: IpAddr, _: u64) -> Option<String> {
+    fn good_history(&self, client: &ClientKey, _: u64) -> Option<String> {
         self.good
-            .contains(&client)
+            .contains(client)
             .then(|| format!("{client} had 50 clean requests"))
     }
 }
 
 fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A client by address (`192.0.2.1`) or identity (`identity:alice`).
+fn key(s: &str) -> ClientKey {
     s.parse().unwrap()
 }
 
@@ -351,7 +357,7 @@ fn attack_window(n: u64, clients: &[(&str, u32)]) -> Window {
             ..ClientWindow::default()
         };
         c.note("sqli-942100 at query:id".into());
-        w.clients.insert(ip(client), c);
+        w.clients.insert(key(client), c);
     }
     w
 }
@@ -369,7 +375,7 @@ fn an_attacker_is_blocked_in_the_window_it_attacks_and_repeat_offenders_get_long
             target: "127.0.0.66".parse().unwrap(),
             ttl_ms: s.block_ttl_ms,
             canary_percent: None,
-            offenders: vec![ip("127.0.0.66")],
+            offenders: vec![key("127.0.0.66")],
         },
         "an address without a good history is blocked outright"
     );
@@ -391,10 +397,10 @@ fn a_canaried_prefix_rule_that_hits_a_legitimate_client_is_reverted_and_learned_
     let mut s = settings();
     s.guardrails.max_traffic_share = 0.5;
     let mut healer = Healer::new(s.clone(), None);
-    let victim = ip("127.0.0.10");
+    let victim = key("127.0.0.10");
     let traffic = Ledger {
-        good: vec![victim],
-        requests: BTreeMap::from([(victim, 10)]),
+        good: vec![victim.clone()],
+        requests: BTreeMap::from([(victim.clone(), 10)]),
     };
     let commands = healer.tick(
         &attack_window(
@@ -466,9 +472,8 @@ fn a_canary_without_harm_is_promoted() {
     s.canary.duration_ms = 2 * SECOND;
     let mut healer = Healer::new(s, None);
     // The attacker has a good history (a compromised client): its block is canaried.
-    let attacker = ip("198.51.100.7");
     let traffic = Ledger {
-        good: vec![attacker],
+        good: vec![key("198.51.100.7")],
         ..Ledger::default()
     };
     let commands = healer.tick(&attack_window(0, &[("198.51.100.7", 9)]), &traffic);
@@ -573,7 +578,7 @@ fn abuse_is_throttled_and_an_operator_block_of_a_flagged_client_lowers_the_attac
     let traffic = Ledger::default();
     let mut w = window(0, 100, 0);
     w.clients.insert(
-        ip("203.0.113.5"),
+        key("203.0.113.5"),
         ClientWindow {
             rate_limited: 40,
             ..ClientWindow::default()
@@ -618,5 +623,211 @@ fn state_survives_a_restart_and_blocks_are_reinstated() {
         apiguard_heal::store::load(&dir.path().join("missing.json"))
             .unwrap()
             .is_none()
+    );
+}
+
+#[test]
+fn an_authenticated_attacker_is_blocked_by_identity_and_its_neighbours_behind_the_nat_are_not() {
+    let s = settings();
+    let mut healer = Healer::new(s.clone(), None);
+    let traffic = Ledger::default();
+    let nat = ip("198.51.100.20");
+    let mut w = window(0, 100, 0);
+    let mut mallory = ClientWindow {
+        flagged: 9,
+        refused: 9,
+        ..ClientWindow::default()
+    };
+    mallory.seen_from(nat, Some(0xfeed));
+    w.clients.insert(key("identity:mallory"), mallory);
+    let mut bob = ClientWindow {
+        clean: 20,
+        ..ClientWindow::default()
+    };
+    bob.seen_from(nat, Some(0xbeef));
+    w.clients.insert(key("identity:bob"), bob.clone());
+    let commands = healer.tick(&w, &traffic);
+    let applied = applies(&commands);
+    assert_eq!(applied.len(), 1, "{commands:?}");
+    assert_eq!(
+        applied[0].1,
+        ActionSpec::Block {
+            target: Target::Identity("mallory".into()),
+            ttl_ms: s.block_ttl_ms,
+            canary_percent: None,
+            offenders: vec![key("identity:mallory")],
+        }
+    );
+    confirm_all(&mut healer, &commands, SECOND);
+    // Mallory's requests are now refused by the rule; bob goes on.
+    let mut w = window(1, 100, 0);
+    let mut refused = ClientWindow {
+        blocked: 5,
+        ..ClientWindow::default()
+    };
+    refused.seen_from(nat, Some(0xfeed));
+    w.clients.insert(key("identity:mallory"), refused);
+    w.clients.insert(key("identity:bob"), bob);
+    healer.tick(&w, &traffic);
+    let incident = healer.incident(1).unwrap();
+    assert_eq!(incident.subject, "client:identity:mallory");
+    assert_eq!(incident.state, State::Normal, "{incident:?}");
+    assert_eq!(
+        healer.blocks_in_effect(),
+        vec![(1, Target::Identity("mallory".into()))]
+    );
+    // A repeat offence after the block expired doubles the TTL, as for addresses.
+    let later = s.block_ttl_ms / SECOND + 2;
+    healer.tick(&window(later, 100, 0), &traffic);
+    let commands = healer.tick(
+        &attack_window(later + 1, &[("identity:mallory", 8)]),
+        &traffic,
+    );
+    match &applies(&commands)[0].1 {
+        ActionSpec::Block { ttl_ms, target, .. } => {
+            assert_eq!(*target, Target::Identity("mallory".into()));
+            assert_eq!(*ttl_ms, 2 * s.block_ttl_ms);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_canaried_identity_block_on_a_good_account_that_turns_clean_is_reverted() {
+    let mut healer = Healer::new(settings(), None);
+    let alice = key("identity:alice");
+    let traffic = Ledger {
+        good: vec![alice.clone()],
+        ..Ledger::default()
+    };
+    let commands = healer.tick(&attack_window(0, &[("identity:alice", 6)]), &traffic);
+    let (id, spec) = applies(&commands)[0].clone();
+    assert!(
+        matches!(&spec, ActionSpec::Block { target: Target::Identity(s), canary_percent: Some(_), .. } if s == "alice"),
+        "an account with a good history is canaried: {spec:?}"
+    );
+    healer.applied(id, Ok(None), SECOND);
+    let mut w = window(1, 100, 0);
+    w.clients.insert(
+        alice,
+        ClientWindow {
+            canary_hits: 4,
+            blocked: 2,
+            clean: 2,
+            ..ClientWindow::default()
+        },
+    );
+    let commands = healer.tick(&w, &traffic);
+    assert!(
+        commands.contains(&Command::Revert {
+            action: id,
+            spec: spec.clone()
+        }),
+        "{commands:?}"
+    );
+    assert_eq!(healer.action(id).unwrap().state, ActionState::Reverted);
+}
+
+/// Clients attacking from three networks with one tool, and a legitimate client using the
+/// same software.
+fn fingerprint_window(n: u64, attackers: &[&str], flagged: u32, blocked: u32) -> Window {
+    let mut w = window(n, 200, 0);
+    for attacker in attackers {
+        let mut c = ClientWindow {
+            flagged,
+            refused: flagged,
+            blocked,
+            ..ClientWindow::default()
+        };
+        c.seen_from(ip(attacker), Some(0xabad1dea));
+        w.clients.insert(key(attacker), c);
+    }
+    w
+}
+
+#[test]
+fn offenders_sharing_a_fingerprint_across_networks_get_a_canaried_fingerprint_rule() {
+    let mut s = settings();
+    s.guardrails.max_traffic_share = 0.5;
+    let mut healer = Healer::new(s.clone(), None);
+    let regular = key("192.0.2.200");
+    let traffic = Ledger {
+        good: vec![regular.clone()],
+        ..Ledger::default()
+    };
+    let attackers = ["203.0.113.9", "198.51.100.9", "192.0.2.9"];
+    // One network alone is not a fingerprint rule.
+    let commands = healer.tick(
+        &fingerprint_window(0, &["203.0.113.1", "203.0.113.2", "203.0.113.3"], 9, 0),
+        &traffic,
+    );
+    assert!(
+        applies(&commands).iter().all(|(_, spec)| !matches!(
+            spec,
+            ActionSpec::Block {
+                target: Target::Fingerprint(_),
+                ..
+            }
+        )),
+        "{commands:?}"
+    );
+    let commands = healer.tick(&fingerprint_window(1, &attackers, 9, 0), &traffic);
+    let fingerprint_rule = applies(&commands)
+        .into_iter()
+        .find(|(_, spec)| {
+            matches!(
+                spec,
+                ActionSpec::Block {
+                    target: Target::Fingerprint(0xabad1dea),
+                    ..
+                }
+            )
+        })
+        .unwrap_or_else(|| panic!("{commands:?}"));
+    let ActionSpec::Block {
+        canary_percent,
+        offenders,
+        ..
+    } = &fingerprint_rule.1
+    else {
+        unreachable!()
+    };
+    assert_eq!(*canary_percent, Some(s.canary.share_percent));
+    assert_eq!(offenders.len(), 3);
+    let incident = healer
+        .incidents()
+        .iter()
+        .find(|i| i.kind == "shared_fingerprint")
+        .unwrap();
+    assert_eq!(incident.subject, "fingerprint:00000000abad1dea");
+    confirm_all(&mut healer, &commands, 2 * SECOND);
+    // A regular client with the same software meets the canary: the rule is reverted.
+    let mut w = window(2, 200, 0);
+    let mut c = ClientWindow {
+        canary_hits: 5,
+        clean: 3,
+        blocked: 2,
+        ..ClientWindow::default()
+    };
+    c.seen_from(ip("192.0.2.200"), Some(0xabad1dea));
+    w.clients.insert(regular, c);
+    let commands = healer.tick(&w, &traffic);
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Revert { action, .. } if *action == fingerprint_rule.0)),
+        "{commands:?}"
+    );
+    // Not proposed again while it cools down, even though the blocked offenders keep coming.
+    let commands = healer.tick(&fingerprint_window(3, &attackers, 0, 5), &traffic);
+    assert!(
+        applies(&commands).iter().all(|(_, spec)| !matches!(
+            spec,
+            ActionSpec::Block {
+                target: Target::Fingerprint(_),
+                ..
+            }
+        )),
+        "{commands:?}"
     );
 }

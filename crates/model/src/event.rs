@@ -53,6 +53,14 @@ pub struct SecurityEvent {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<IpAddr>,
+    /// The authenticated subject, when authentication proved one: self-healing blocks an
+    /// authenticated offender by identity rather than by an address others may share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The client fingerprint (16 hex digits, see `apiguard_behavior::bot::client_fingerprint`),
+    /// on request events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +78,8 @@ impl SecurityEvent {
             at_ms: now_ms(),
             request_id: None,
             client_ip: None,
+            identity: None,
+            fingerprint: None,
             route: None,
             method: None,
             path: None,

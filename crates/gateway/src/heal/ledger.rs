@@ -1,18 +1,20 @@
-//! The client ledger: for each client address, how many of its requests were answered
-//! cleanly (authenticated or not) and how many had findings, and how many it made in the
-//! last decision window. Self-healing reads it to tell a legitimate client (a good history)
-//! from an offender, and to size the traffic a rule would cover (the guardrail).
+//! The client ledger: for each client address and each authenticated identity, how many of
+//! its requests were answered cleanly (authenticated or not) and how many had findings, and
+//! how many it made in the last decision window; for each address, the client fingerprint of
+//! its last request. Self-healing reads it to tell a legitimate client (a good history) from
+//! an offender, and to size the traffic a rule would cover (the guardrail).
 //!
-//! Bounded: at most `max_clients` addresses, in shards each behind its own lock; past the
-//! bound new addresses are not tracked until idle ones are pruned. The request path reads no
-//! clock: the heal task publishes a coarse time and the window number.
+//! Bounded: at most `max_clients` addresses and identities, in shards each behind its own
+//! lock; past the bound new clients are not tracked until idle ones are pruned. The request
+//! path reads no clock: the heal task publishes a coarse time and the window number.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use apiguard_heal::{Net, Traffic};
+use apiguard_heal::{ClientKey, Target, Traffic};
 
 const SHARDS: usize = 16;
 
@@ -34,6 +36,8 @@ struct Entry {
     previous: u32,
     clean_current: u32,
     clean_previous: u32,
+    /// The client fingerprint of the last request (addresses only; 0 when not computed).
+    fingerprint: u64,
 }
 
 impl Entry {
@@ -66,9 +70,17 @@ impl Entry {
     }
 }
 
+/// A client in the ledger: an address, or an identity by a 64-bit hash of its subject (no
+/// string is stored or allocated per request; a collision would only merge two histories).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Address(u128),
+    Identity(u64),
+}
+
 /// The ledger; cheap to share.
 pub struct Ledger {
-    shards: Vec<Mutex<HashMap<u128, Entry>>>,
+    shards: Vec<Mutex<HashMap<Key, Entry>>>,
     per_shard: AtomicUsize,
     enabled: AtomicBool,
     /// The window requests count in now.
@@ -77,17 +89,27 @@ pub struct Ledger {
     now_ms: AtomicU64,
     /// How many clean answers make a good history.
     good_history: AtomicU64,
+    /// Hashes identities (keyed per process: an identity chosen to collide with another
+    /// cannot be predicted).
+    identity_hasher: std::collections::hash_map::RandomState,
 }
 
-fn key(ip: IpAddr) -> u128 {
+fn address_bits(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
-fn shard_of(key: u128) -> usize {
-    let folded = (key as u64) ^ ((key >> 64) as u64);
+fn key(ip: IpAddr) -> Key {
+    Key::Address(address_bits(ip))
+}
+
+fn shard_of(key: Key) -> usize {
+    let folded = match key {
+        Key::Address(bits) => (bits as u64) ^ ((bits >> 64) as u64),
+        Key::Identity(hash) => hash,
+    };
     (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SHARDS
 }
 
@@ -100,6 +122,18 @@ impl Ledger {
             window: AtomicU64::new(1),
             now_ms: AtomicU64::new(apiguard_model::event::now_ms()),
             good_history: AtomicU64::new(10),
+            identity_hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn identity_key(&self, subject: &str) -> Key {
+        Key::Identity(self.identity_hasher.hash_one(subject))
+    }
+
+    fn client_key(&self, client: &ClientKey) -> Key {
+        match client {
+            ClientKey::Address(ip) => key(*ip),
+            ClientKey::Identity(subject) => self.identity_key(subject),
         }
     }
 
@@ -115,18 +149,40 @@ impl Ledger {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<u128, Entry>> {
+    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         self.shards[shard_of(key)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records one answered request (called on the request path).
-    pub fn observe(&self, client: IpAddr, status: u16, authenticated: bool, flagged: bool) {
+    /// Records one answered request (called on the request path): under its address, and
+    /// under its identity when authenticated.
+    pub fn observe(
+        &self,
+        client: IpAddr,
+        identity: Option<&str>,
+        fingerprint: Option<u64>,
+        status: u16,
+        flagged: bool,
+    ) {
         if !self.is_enabled() {
             return;
         }
-        let k = key(client);
+        let authenticated = identity.is_some();
+        self.record(key(client), fingerprint, status, authenticated, flagged);
+        if let Some(subject) = identity {
+            self.record(self.identity_key(subject), None, status, true, flagged);
+        }
+    }
+
+    fn record(
+        &self,
+        k: Key,
+        fingerprint: Option<u64>,
+        status: u16,
+        authenticated: bool,
+        flagged: bool,
+    ) {
         let window = self.window.load(Ordering::Relaxed);
         let now = self.now_ms.load(Ordering::Relaxed);
         let mut shard = self.shard(k);
@@ -141,6 +197,9 @@ impl Ledger {
         entry.roll(window);
         entry.last_ms = now;
         entry.current = entry.current.saturating_add(1);
+        if let Some(fingerprint) = fingerprint {
+            entry.fingerprint = fingerprint;
+        }
         if flagged {
             entry.flagged += 1;
         } else if status < 400 {
@@ -155,8 +214,8 @@ impl Ledger {
     /// Notes that `client` had `flagged` requests with findings in window `ended` (from the
     /// event stream, which also sees requests refused before reaching an upstream). Its
     /// history stops at the start of the first window it was flagged in.
-    pub fn mark_flagged(&self, client: IpAddr, ended: u64, flagged: u32) {
-        let k = key(client);
+    pub fn mark_flagged(&self, client: &ClientKey, ended: u64, flagged: u32) {
+        let k = self.client_key(client);
         let mut shard = self.shard(k);
         let Some(e) = shard.get_mut(&k) else {
             return;
@@ -201,9 +260,18 @@ impl Ledger {
         self.len() == 0
     }
 
+    /// The client fingerprint of the last request from `ip`, when one was recorded.
+    pub fn fingerprint_of(&self, ip: IpAddr) -> Option<u64> {
+        let k = key(ip);
+        self.shard(k)
+            .get(&k)
+            .map(|e| e.fingerprint)
+            .filter(|f| *f != 0)
+    }
+
     /// Clean answers of `client` in the window that ended.
-    pub fn clean_in(&self, client: IpAddr, window: u64) -> u32 {
-        let k = key(client);
+    pub fn clean_in(&self, client: &ClientKey, window: u64) -> u32 {
+        let k = self.client_key(client);
         self.shard(k).get(&k).map_or(0, |e| e.in_window(window).1)
     }
 
@@ -222,35 +290,69 @@ pub struct LedgerView<'a> {
     window: u64,
 }
 
-impl Traffic for LedgerView<'_> {
-    fn requests_from(&self, net: &Net, except: &[IpAddr]) -> u64 {
-        let except: Vec<u128> = except.iter().map(|ip| key(*ip)).collect();
+impl LedgerView<'_> {
+    fn requests_of(&self, k: Key) -> u64 {
+        self.ledger
+            .shard(k)
+            .get(&k)
+            .map_or(0, |e| u64::from(e.in_window(self.window).0))
+    }
+
+    /// Sums the requests of the addresses `covered` accepts (a scan: heal asks once per
+    /// planned group rule, never on the request path).
+    fn scan(&self, except: &[Key], covered: impl Fn(u128, &Entry) -> bool) -> u64 {
         let mut total = 0u64;
-        if let Some(ip) = net.as_address() {
-            let k = key(ip);
-            if !except.contains(&k) {
-                total = self
-                    .ledger
-                    .shard(k)
-                    .get(&k)
-                    .map_or(0, |e| u64::from(e.in_window(self.window).0));
-            }
-            return total;
-        }
         for shard in &self.ledger.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for (k, e) in shard.iter() {
-                let ip = IpAddr::from(std::net::Ipv6Addr::from(*k)).to_canonical();
-                if net.contains(ip) && !except.contains(k) {
+                if let Key::Address(bits) = k
+                    && !except.contains(k)
+                    && covered(*bits, e)
+                {
                     total += u64::from(e.in_window(self.window).0);
                 }
             }
         }
         total
     }
+}
 
-    fn good_history(&self, client: IpAddr, before_ms: u64) -> Option<String> {
-        let k = key(client);
+impl Traffic for LedgerView<'_> {
+    /// An identity's requests are counted under it; addresses and fingerprints count every
+    /// request from the addresses they cover (an identity among the offenders is not taken
+    /// out of a fingerprint's count: the guardrail errs on the side of refusing).
+    fn requests_from(&self, target: &Target, except: &[ClientKey]) -> u64 {
+        let except: Vec<Key> = except.iter().map(|c| self.ledger.client_key(c)).collect();
+        match target {
+            Target::Net(net) => {
+                if let Some(ip) = net.as_address() {
+                    let k = key(ip);
+                    return if except.contains(&k) {
+                        0
+                    } else {
+                        self.requests_of(k)
+                    };
+                }
+                self.scan(&except, |bits, _| {
+                    net.contains(IpAddr::from(std::net::Ipv6Addr::from(bits)).to_canonical())
+                })
+            }
+            Target::Identity(subject) => {
+                let k = self.ledger.identity_key(subject);
+                if except.contains(&k) {
+                    0
+                } else {
+                    self.requests_of(k)
+                }
+            }
+            Target::Fingerprint(fingerprint) => {
+                self.scan(&except, |_, e| e.fingerprint == *fingerprint)
+            }
+        }
+    }
+
+    fn good_history(&self, client: &ClientKey, before_ms: u64) -> Option<String> {
+        let k = self.ledger.client_key(client);
         let needed = self.ledger.good_history.load(Ordering::Relaxed);
         let shard = self.ledger.shard(k);
         let e = shard.get(&k)?;
@@ -269,46 +371,52 @@ impl Traffic for LedgerView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apiguard_heal::Net;
 
     #[test]
     fn history_windows_and_bounds() {
         let ledger = Ledger::new(16);
         let alice: IpAddr = "192.0.2.10".parse().unwrap();
-        ledger.observe(alice, 200, false, false);
+        ledger.observe(alice, None, None, 200, false);
         assert!(ledger.is_empty(), "disabled: nothing recorded");
         ledger.set_enabled(true, 5);
         let start = ledger.advance(1_000);
         for _ in 0..10 {
-            ledger.observe(alice, 200, false, false);
+            ledger.observe(alice, None, None, 200, false);
         }
-        ledger.observe(alice, 403, false, true);
+        ledger.observe(alice, None, None, 403, true);
         let ended = ledger.advance(2_000);
         assert_eq!(ended, start + 1);
         let view = ledger.view(ended);
-        assert_eq!(view.requests_from(&Net::address(alice), &[]), 11);
+        assert_eq!(
+            view.requests_from(&Target::Net(Net::address(alice)), &[]),
+            11
+        );
         assert_eq!(
             view.requests_from(&"192.0.2.0/24".parse().unwrap(), &[]),
             11
         );
         assert_eq!(
-            view.requests_from(&"192.0.2.0/24".parse().unwrap(), &[alice]),
+            view.requests_from(&"192.0.2.0/24".parse().unwrap(), &[ClientKey::from(alice)]),
             0
         );
-        assert_eq!(ledger.clean_in(alice, ended), 10);
-        assert!(view.good_history(alice, 5_000).is_some());
+        assert_eq!(ledger.clean_in(&alice.into(), ended), 10);
+        assert!(view.good_history(&alice.into(), 5_000).is_some());
         assert!(
-            view.good_history(alice, 500).is_none(),
+            view.good_history(&alice.into(), 500).is_none(),
             "not before it was first seen"
         );
         // A request in the new window does not change the ended one.
-        ledger.observe(alice, 200, false, false);
+        ledger.observe(alice, None, None, 200, false);
         assert_eq!(
-            ledger.view(ended).requests_from(&Net::address(alice), &[]),
+            ledger
+                .view(ended)
+                .requests_from(&Target::Net(Net::address(alice)), &[]),
             11
         );
         // Bounded: one address per shard at most.
         for i in 0..=255u8 {
-            ledger.observe(IpAddr::from([10, 0, 0, i]), 200, false, false);
+            ledger.observe(IpAddr::from([10, 0, 0, i]), None, None, 200, false);
         }
         assert!(ledger.len() <= 16, "{}", ledger.len());
         ledger.prune(10_000_000, 1_000);
@@ -321,19 +429,19 @@ mod tests {
         ledger.set_enabled(true, 5);
         ledger.advance(1_000);
         let mallory: IpAddr = "192.0.2.66".parse().unwrap();
-        ledger.observe(mallory, 200, false, false);
+        ledger.observe(mallory, None, None, 200, false);
         let first = ledger.advance(2_000);
         // The window it attacks in, it also sends clean requests between attacks.
         for _ in 0..20 {
-            ledger.observe(mallory, 200, false, false);
+            ledger.observe(mallory, None, None, 200, false);
         }
         let attacked = ledger.advance(3_000);
         assert!(attacked > first);
-        ledger.mark_flagged(mallory, attacked, 10);
+        ledger.mark_flagged(&mallory.into(), attacked, 10);
         assert!(
             ledger
                 .view(attacked)
-                .good_history(mallory, 10_000)
+                .good_history(&mallory.into(), 10_000)
                 .is_none(),
             "one clean request before the attack is no history"
         );
@@ -345,9 +453,47 @@ mod tests {
         ledger.set_enabled(true, 10);
         ledger.advance(1_000);
         let bob: IpAddr = "2001:db8::7".parse().unwrap();
-        ledger.observe(bob, 200, true, false);
-        ledger.observe(bob, 200, true, false);
+        ledger.observe(bob, Some("bob"), None, 200, false);
+        ledger.observe(bob, Some("bob"), None, 200, false);
         let w = ledger.advance(5_000);
-        assert!(ledger.view(w).good_history(bob, 10_000).is_some());
+        assert!(ledger.view(w).good_history(&bob.into(), 10_000).is_some());
+    }
+
+    #[test]
+    fn identities_have_their_own_history_and_fingerprints_count_across_addresses() {
+        let ledger = Ledger::new(100);
+        ledger.set_enabled(true, 10);
+        ledger.advance(1_000);
+        let nat: IpAddr = "198.51.100.20".parse().unwrap();
+        let elsewhere: IpAddr = "203.0.113.20".parse().unwrap();
+        for _ in 0..10 {
+            ledger.observe(nat, Some("bob"), Some(7), 200, false);
+        }
+        for _ in 0..3 {
+            ledger.observe(nat, Some("mallory"), Some(9), 403, true);
+        }
+        ledger.observe(elsewhere, None, Some(9), 200, false);
+        let w = ledger.advance(5_000);
+        let view = ledger.view(w);
+        let bob = ClientKey::Identity("bob".into());
+        let mallory = ClientKey::Identity("mallory".into());
+        assert!(view.good_history(&bob, 10_000).is_some());
+        assert!(view.good_history(&mallory, 10_000).is_none());
+        assert_eq!(view.requests_from(&Target::Identity("bob".into()), &[]), 10);
+        assert_eq!(
+            view.requests_from(
+                &Target::Identity("mallory".into()),
+                std::slice::from_ref(&mallory)
+            ),
+            0,
+            "an identity rule covers nobody besides the offender"
+        );
+        // The NAT's last request carried fingerprint 9, as did the other address.
+        assert_eq!(view.requests_from(&Target::Fingerprint(9), &[]), 14);
+        assert_eq!(
+            view.requests_from(&Target::Fingerprint(9), &[ClientKey::from(nat)]),
+            1
+        );
+        assert_eq!(view.requests_from(&Target::Fingerprint(8), &[]), 0);
     }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use apiguard_heal::{ActionSpec, CircuitPhase, Command, Healer, Mode, Net, ThrottleTarget};
+use apiguard_heal::{ActionSpec, CircuitPhase, Command, Healer, Mode, Target, ThrottleTarget};
 use apiguard_model::event::now_ms;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -179,9 +179,9 @@ impl HealHandle {
     }
 }
 
-/// The enforcement rule target of a heal target.
-fn block_target(net: &Net) -> Option<BlockTarget> {
-    net.to_string().parse().ok()
+/// The enforcement rule target of a heal target (both read and write the same text).
+fn block_target(target: &Target) -> Option<BlockTarget> {
+    target.to_string().parse().ok()
 }
 
 fn indicator(action: u64) -> String {
@@ -325,16 +325,16 @@ fn tick(
         }
         return false;
     }
-    for (ip, c) in &mut window.clients {
-        c.clean = ledger.clean_in(*ip, ended);
+    for (client, c) in &mut window.clients {
+        c.clean = ledger.clean_in(client, ended);
         if c.flagged > 0 {
             // A history is what a client did before it first misbehaved.
-            ledger.mark_flagged(*ip, ended, c.flagged);
+            ledger.mark_flagged(client, ended, c.flagged);
         }
     }
-    for (id, net) in healer.blocks_in_effect() {
+    for (id, target) in healer.blocks_in_effect() {
         let until = healer.action(id).map_or(0, |a| a.until_ms);
-        let present = block_target(&net).is_some_and(|t| enforcement.rule(&t).is_some());
+        let present = block_target(&target).is_some_and(|t| enforcement.rule(&t).is_some());
         if !present && until > now + 1_000 {
             window.removed_by_operator.push(id);
         }
@@ -342,8 +342,8 @@ fn tick(
     for rule in enforcement.rules() {
         if rule.source == "admin" && rule.created_ms > *last_admin_block_ms {
             *last_admin_block_ms = rule.created_ms;
-            if let Ok(net) = rule.target.to_string().parse() {
-                window.operator_blocks.push(net);
+            if let Ok(target) = rule.target.to_string().parse() {
+                window.operator_blocks.push(target);
             }
         }
     }

@@ -4,10 +4,9 @@
 //! counters, circuit refusals from the circuits.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use apiguard_heal::{ClientWindow, ConfigChange, PoolWindow, RouteWindow, Window};
+use apiguard_heal::{ClientKey, ClientWindow, ConfigChange, PoolWindow, RouteWindow, Window};
 use apiguard_model::{Action, EventKind, SecurityEvent};
 use prometheus::core::Collector;
 
@@ -35,9 +34,9 @@ struct Previous {
 #[derive(Default)]
 pub struct WindowBuilder {
     start_ms: u64,
-    clients: BTreeMap<IpAddr, ClientWindow>,
+    clients: BTreeMap<ClientKey, ClientWindow>,
     /// route → (flagged requests, flagged clients).
-    flagged: HashMap<String, (u64, BTreeSet<IpAddr>)>,
+    flagged: HashMap<String, (u64, BTreeSet<ClientKey>)>,
     config_changes: Vec<ConfigChange>,
     missed: u64,
     previous: Previous,
@@ -69,11 +68,25 @@ impl WindowBuilder {
                 let Some(ip) = event.client_ip.map(|ip| ip.to_canonical()) else {
                     return;
                 };
-                if !self.clients.contains_key(&ip) && self.clients.len() >= MAX_CLIENTS_PER_WINDOW {
+                // An authenticated client is its identity: the address may be shared.
+                let client = match &event.identity {
+                    Some(subject) if subject.len() <= apiguard_heal::target::MAX_IDENTITY_BYTES => {
+                        ClientKey::Identity(subject.clone())
+                    }
+                    _ => ClientKey::from(ip),
+                };
+                if !self.clients.contains_key(&client)
+                    && self.clients.len() >= MAX_CLIENTS_PER_WINDOW
+                {
                     self.missed += 1;
                     return;
                 }
-                let c = self.clients.entry(ip).or_default();
+                let fingerprint = event
+                    .fingerprint
+                    .as_deref()
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                let c = self.clients.entry(client.clone()).or_default();
+                c.seen_from(ip, fingerprint);
                 let refused = matches!(action, Action::Block | Action::Challenge);
                 let mut scored = false;
                 for f in findings {
@@ -102,7 +115,7 @@ impl WindowBuilder {
                         let entry = self.flagged.entry(route.clone()).or_default();
                         entry.0 += 1;
                         if entry.1.len() < 1024 {
-                            entry.1.insert(ip);
+                            entry.1.insert(client);
                         }
                     }
                 }
