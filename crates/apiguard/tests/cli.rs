@@ -174,6 +174,19 @@ struct GatewayProcess {
 
 impl GatewayProcess {
     fn start(upstream: SocketAddr, extra: &str) -> Self {
+        // Free ports are picked by binding to port 0 and letting go, so a test running beside
+        // this one may take the same port first: the gateway then fails to bind and exits, and
+        // a plain connect would reach the other test's server. Wait for this process's own
+        // "listening" lines, and start again on other ports if it exited.
+        for _ in 0..5 {
+            if let Some(gateway) = Self::try_start(upstream, extra) {
+                return gateway;
+            }
+        }
+        panic!("the gateway did not start (five attempts on fresh ports)");
+    }
+
+    fn try_start(upstream: SocketAddr, extra: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gw.yaml");
         let (port, admin_port) = (free_port(), free_port());
@@ -194,22 +207,33 @@ impl GatewayProcess {
             }
         });
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let listening = |logs: &[String]| {
+            let says = |what: &str, at: &SocketAddr| {
+                logs.iter()
+                    .any(|l| l.contains(what) && l.contains(&at.to_string()))
+            };
+            says("\"listening\"", &addr) && says("admin listening", &admin)
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while !listening(&logs.lock().unwrap()) {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(
                 Instant::now() < deadline,
                 "the gateway did not start listening"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        GatewayProcess {
+        Some(GatewayProcess {
             child,
             addr,
-            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            admin,
             config,
             _dir: dir,
             logs,
-        }
+        })
     }
 
     fn signal(&self, name: &str) {
