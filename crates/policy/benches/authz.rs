@@ -81,13 +81,21 @@ fn authz(c: &mut Criterion) {
         }),
     )
     .expect("the example policies compile");
-    let stage = AuthzStage::new(
-        "orders",
-        Arc::new(policies),
-        Arc::new(Grants::default()),
-        Arc::new(()),
-        AuthzMode::Enforce,
-    );
+    let policies = Arc::new(policies);
+    let stage = |cache: usize| {
+        AuthzStage::new(
+            "orders",
+            policies.clone(),
+            Arc::new(Grants::default()),
+            Arc::new(()),
+            AuthzMode::Enforce,
+        )
+        .with_decision_cache(cache)
+    };
+    // Every request evaluated by Cedar (what a cache miss costs).
+    let uncached = stage(0);
+    // The same request again: answered by the route's decision cache.
+    let cached = stage(apiguard_policy::authz::DECISION_CACHE_CAPACITY);
     let get = Req::new("GET", "/api/orders/7", None, None);
     let staff = Identity {
         subject: "alice".into(),
@@ -100,14 +108,22 @@ fn authz(c: &mut Criterion) {
         .unwrap()
         .clone(),
     };
-    assert!(run(&stage, &get, Some(&staff)), "staff may read orders");
-    assert!(!run(&stage, &get, None), "anonymous may not");
+    for stage in [&uncached, &cached] {
+        assert!(run(stage, &get, Some(&staff)), "staff may read orders");
+        assert!(!run(stage, &get, None), "anonymous may not");
+    }
     let mut group = c.benchmark_group("authz");
     group.bench_function("cedar_decision_identity_allow", |b| {
-        b.iter(|| run(&stage, &get, Some(&staff)))
+        b.iter(|| run(&uncached, &get, Some(&staff)))
     });
     group.bench_function("cedar_decision_anonymous_deny", |b| {
-        b.iter(|| run(&stage, &get, None))
+        b.iter(|| run(&uncached, &get, None))
+    });
+    group.bench_function("cached_decision_identity_allow", |b| {
+        b.iter(|| run(&cached, &get, Some(&staff)))
+    });
+    group.bench_function("cached_decision_anonymous_deny", |b| {
+        b.iter(|| run(&cached, &get, None))
     });
     group.finish();
 }

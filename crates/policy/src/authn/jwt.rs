@@ -11,7 +11,6 @@ use http::{HeaderMap, HeaderName};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::Failure;
 use super::jwks::{JwksSource, KeySet, Lookup};
@@ -169,14 +168,13 @@ impl JwtProvider {
             return Err(Failure::Malformed);
         }
         let keys = self.current_keys()?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.settings.leeway.as_secs();
-        if let Some(identity) = self.cache.get(&digest, &keys, now, leeway) {
+        if let Some(identity) = self.cache.get(token, &keys, now, leeway) {
             return Ok(identity);
         }
         let identity = self.verify_with(token, &keys)?;
-        self.cache.put(digest, &keys, &identity, now, leeway);
+        self.cache.put(token, &keys, &identity, now, leeway);
         Ok(identity)
     }
 
@@ -228,13 +226,15 @@ impl JwtProvider {
     }
 }
 
-/// Tokens already verified, by the SHA-256 of the token: a client sends the same token with
-/// many requests, and a signature check costs tens to hundreds of microseconds. An entry is
-/// only used with the very key set it was verified with (a JWKS refresh that changes nothing
-/// keeps the set; any new set misses), and `exp`/`nbf` are checked again on every use.
-/// Bounded: `SHARDS` × `PER_SHARD` tokens per provider; failures are never cached.
+/// Tokens already verified: a client sends the same token with many requests, and a
+/// signature check costs tens to hundreds of microseconds. An entry is found by the token's
+/// whole text (hashed with a per-process random key, then compared in full: no two tokens
+/// share an entry), is only used with the very key set it was verified with (a JWKS refresh
+/// that changes nothing keeps the set; any new set misses), and has `exp`/`nbf` checked again
+/// on every use. Bounded: `SHARDS` × `PER_SHARD` tokens per provider, each at most
+/// `MAX_TOKEN_BYTES`; failures are never cached.
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], Cached>>>,
+    shards: Vec<Mutex<HashMap<Box<str>, Cached>>>,
 }
 
 struct Cached {
@@ -247,6 +247,8 @@ struct Cached {
 impl TokenCache {
     const SHARDS: usize = 16;
     const PER_SHARD: usize = 256;
+    /// Longer tokens are verified every time rather than kept.
+    const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
     fn new() -> Self {
         TokenCache {
@@ -256,21 +258,16 @@ impl TokenCache {
         }
     }
 
-    fn shard(&self, digest: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
-        self.shards[usize::from(digest[0]) % Self::SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Cached>> {
+        // The token's last characters are its signature's: spread well, and free to read.
+        let last = token.as_bytes().last().copied().unwrap_or(0);
+        let index = (usize::from(last) + token.len()) % Self::SHARDS;
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(
-        &self,
-        digest: &[u8; 32],
-        keys: &Arc<KeySet>,
-        now: u64,
-        leeway: u64,
-    ) -> Option<Identity> {
-        let shard = self.shard(digest);
-        let cached = shard.get(digest)?;
+    fn get(&self, token: &str, keys: &Arc<KeySet>, now: u64, leeway: u64) -> Option<Identity> {
+        let shard = self.shard(token);
+        let cached = shard.get(token)?;
         let current = Arc::ptr_eq(&cached.keys, keys)
             && cached.exp.saturating_add(leeway) >= now
             && cached
@@ -279,14 +276,10 @@ impl TokenCache {
         current.then(|| cached.identity.clone())
     }
 
-    fn put(
-        &self,
-        digest: [u8; 32],
-        keys: &Arc<KeySet>,
-        identity: &Identity,
-        now: u64,
-        leeway: u64,
-    ) {
+    fn put(&self, token: &str, keys: &Arc<KeySet>, identity: &Identity, now: u64, leeway: u64) {
+        if token.len() > Self::MAX_TOKEN_BYTES {
+            return;
+        }
         let time = |claim: &str| {
             identity
                 .claims
@@ -297,17 +290,17 @@ impl TokenCache {
         let Some(exp) = time("exp") else {
             return;
         };
-        let mut shard = self.shard(&digest);
-        if shard.len() >= Self::PER_SHARD && !shard.contains_key(&digest) {
+        let mut shard = self.shard(token);
+        if shard.len() >= Self::PER_SHARD && !shard.contains_key(token) {
             shard.retain(|_, c| c.exp.saturating_add(leeway) >= now);
             if shard.len() >= Self::PER_SHARD
-                && let Some(victim) = shard.keys().next().copied()
+                && let Some(victim) = shard.keys().next().cloned()
             {
                 shard.remove(&victim);
             }
         }
         shard.insert(
-            digest,
+            token.into(),
             Cached {
                 keys: keys.clone(),
                 identity: identity.clone(),
@@ -366,24 +359,37 @@ mod tests {
     fn cached_tokens_keep_their_times_and_their_key_set() {
         let cache = TokenCache::new();
         let keys = Arc::new(KeySet::single(jsonwebtoken::DecodingKey::from_secret(b"k")));
-        let digest = [7u8; 32];
-        cache.put(digest, &keys, &identity(1_000, Some(500)), 600, 30);
-        assert!(cache.get(&digest, &keys, 600, 30).is_some());
+        let token = "header.claims.signature";
+        cache.put(token, &keys, &identity(1_000, Some(500)), 600, 30);
+        assert!(cache.get(token, &keys, 600, 30).is_some());
         assert!(
-            cache.get(&digest, &keys, 1_030, 30).is_some(),
+            cache.get(token, &keys, 1_030, 30).is_some(),
             "within the leeway"
         );
-        assert!(cache.get(&digest, &keys, 1_031, 30).is_none(), "expired");
-        assert!(
-            cache.get(&digest, &keys, 469, 30).is_none(),
-            "not valid yet"
-        );
+        assert!(cache.get(token, &keys, 1_031, 30).is_none(), "expired");
+        assert!(cache.get(token, &keys, 469, 30).is_none(), "not valid yet");
         let rotated = Arc::new(KeySet::single(jsonwebtoken::DecodingKey::from_secret(b"k")));
         assert!(
-            cache.get(&digest, &rotated, 600, 30).is_none(),
+            cache.get(token, &rotated, 600, 30).is_none(),
             "another key set never uses an entry made with the old one"
         );
-        assert!(cache.get(&[8u8; 32], &keys, 600, 30).is_none());
+        assert!(
+            cache
+                .get("header.claims.signaturf", &keys, 600, 30)
+                .is_none(),
+            "another token, even one that differs in its last character"
+        );
+        assert!(
+            cache
+                .get("header.claims.signatur", &keys, 600, 30)
+                .is_none()
+        );
+        let long = "x".repeat(TokenCache::MAX_TOKEN_BYTES + 1);
+        cache.put(&long, &keys, &identity(1_000, None), 600, 30);
+        assert!(
+            cache.get(&long, &keys, 600, 30).is_none(),
+            "too long to keep"
+        );
     }
 
     #[test]
@@ -391,9 +397,13 @@ mod tests {
         let cache = TokenCache::new();
         let keys = Arc::new(KeySet::single(jsonwebtoken::DecodingKey::from_secret(b"k")));
         for i in 0..10_000u32 {
-            let mut digest = [0u8; 32];
-            digest[..4].copy_from_slice(&i.to_le_bytes());
-            cache.put(digest, &keys, &identity(1_000, None), 600, 30);
+            cache.put(
+                &format!("token-{i}"),
+                &keys,
+                &identity(1_000, None),
+                600,
+                30,
+            );
         }
         let total: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use apiguard_model::RequestView;
 
 /// The operations of a GraphQL request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GraphQlOperations {
     pub types: BTreeSet<String>,
     pub names: BTreeSet<String>,

@@ -12,6 +12,8 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
+use super::cache::ContextReads;
+
 /// The built-in schema: the entity types, actions and context the gateway provides.
 pub const SCHEMA_TEXT: &str = include_str!("apiguard.cedarschema");
 
@@ -55,6 +57,9 @@ pub struct Policies {
     pub(crate) forbids: HashSet<PolicyId>,
     /// Whether some policy reads `context.graphql` (then the body is parsed for it).
     pub(crate) uses_graphql: bool,
+    /// The context attributes some policy reads: the others stay out of the decision
+    /// cache's key.
+    pub(crate) reads: ContextReads,
     /// Where each policy comes from (`file:line`), for findings and logs.
     pub(crate) origins: HashMap<PolicyId, String>,
     /// The claims the schema declares: only these reach policies, so what the validator
@@ -294,6 +299,13 @@ pub fn compile(
         .map(|p| p.id().clone())
         .collect();
     let uses_graphql = set.policies().any(|p| p.to_string().contains("graphql"));
+    let mut reads = ContextReads::default();
+    for policy in set.policies() {
+        match policy.to_json() {
+            Ok(json) => reads.add_policy(&json),
+            Err(_) => reads = ContextReads::ALL,
+        }
+    }
     let name = |text: &str| EntityTypeName::from_str(text).expect("a valid built-in type name");
     let uid = |text: &str| EntityUid::from_str(text).expect("a valid built-in entity uid");
     let actions = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
@@ -310,6 +322,7 @@ pub fn compile(
         other_action: uid("ApiGuard::Action::\"OTHER\""),
         forbids,
         uses_graphql,
+        reads,
         origins,
         claims,
     })
@@ -539,6 +552,19 @@ forbid(principal, action, resource) when { context.risk_score > 10 };"#,
         .unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(policies.len(), 7);
         assert!(policies.uses_graphql());
+        // What the decision cache keys on: only the context these policies read.
+        assert_eq!(
+            policies.reads,
+            ContextReads {
+                client_ip: true,
+                time: true,
+                risk_score: true,
+                reputation: true,
+                grpc_method: true,
+                graphql: true,
+                ..ContextReads::default()
+            }
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The authorisation stage: one Cedar request per HTTP request.
+//! The authorisation stage: one Cedar request per HTTP request, unless the route's decision
+//! cache answers (see [`super::cache`]).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::cache::{CacheStats, DecisionCache, Evaluated, Facts};
 use super::grants::Grants;
 use super::graphql::graphql_operations;
 use super::policies::{ClaimsShape, Policies};
@@ -45,6 +48,9 @@ pub enum AuthzMode {
     Off,
 }
 
+/// Decisions a route's stage remembers (per policy set: a reload builds new stages).
+pub const DECISION_CACHE_CAPACITY: usize = 4096;
+
 /// Stage 5: authorisation. Built per route.
 pub struct AuthzStage {
     pub policies: Arc<Policies>,
@@ -55,6 +61,7 @@ pub struct AuthzStage {
     route: String,
     resource: EntityUid,
     authorizer: Authorizer,
+    cache: DecisionCache,
 }
 
 /// Deepest claim nesting turned into Cedar records; deeper values are left out.
@@ -72,6 +79,7 @@ impl AuthzStage {
     ) -> Self {
         let resource =
             EntityUid::from_type_name_and_id(policies.route_type.clone(), EntityId::new(route));
+        let cache = Self::cache(&policies, DECISION_CACHE_CAPACITY);
         AuthzStage {
             policies,
             grants,
@@ -80,17 +88,55 @@ impl AuthzStage {
             route: route.to_owned(),
             resource,
             authorizer: Authorizer::new(),
+            cache,
         }
     }
 
-    /// The Cedar request and entities for `request`, or the reason it could not be built.
-    fn cedar_request(
-        &self,
-        request: &RequestView<'_>,
-        ctx: &RequestContext,
-    ) -> Result<(Request, Entities), String> {
+    fn cache(policies: &Policies, capacity: usize) -> DecisionCache {
+        DecisionCache::new(
+            policies.reads,
+            policies.claims.0.keys().cloned().collect(),
+            capacity,
+        )
+    }
+
+    /// Remembers at most `capacity` decisions (0: every request is evaluated).
+    pub fn with_decision_cache(mut self, capacity: usize) -> Self {
+        self.cache = Self::cache(&self.policies, capacity);
+        self
+    }
+
+    /// The decision cache's hits, misses and size.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// What the decision may depend on, read once per request.
+    fn facts<'a>(&self, request: &'a RequestView<'_>, ctx: &'a RequestContext) -> Facts<'a> {
+        let client_ip = request.client.peer.ip().to_canonical();
+        Facts {
+            identity: ctx.identity.as_ref(),
+            method: request.method.as_str(),
+            path: crate::openapi::normalize_path(request.path()),
+            host: host(request),
+            client_ip,
+            tls: request.client.tls,
+            time: chrono::Utc::now().timestamp(),
+            risk_score: ctx.score,
+            reputation: self.reputation.lookup(client_ip).map(|l| l.source),
+            grpc_method: grpc_method(request),
+            graphql: if self.policies.uses_graphql {
+                graphql_operations(request)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// The Cedar request and entities for `facts`, or the reason they could not be built.
+    fn cedar_request(&self, facts: &Facts<'_>) -> Result<(Request, Entities), String> {
         let policies = &self.policies;
-        let (principal, entity) = match &ctx.identity {
+        let (principal, entity) = match facts.identity {
             Some(identity) => {
                 let uid = EntityUid::from_type_name_and_id(
                     policies.identity_type.clone(),
@@ -105,11 +151,11 @@ impl AuthzStage {
         };
         let action = policies
             .actions
-            .get(request.method.as_str())
+            .get(facts.method)
             .unwrap_or(&policies.other_action)
             .clone();
-        let context = Context::from_pairs(self.context_pairs(request, ctx))
-            .map_err(|e| format!("context: {e}"))?;
+        let context =
+            Context::from_pairs(context_pairs(facts)).map_err(|e| format!("context: {e}"))?;
         let request = Request::new(principal, action, self.resource.clone(), context, None)
             .map_err(|e| format!("request: {e}"))?;
         let entities = match entity {
@@ -123,78 +169,38 @@ impl AuthzStage {
         Ok((request, entities))
     }
 
-    fn context_pairs(
-        &self,
-        request: &RequestView<'_>,
-        ctx: &RequestContext,
-    ) -> Vec<(String, RestrictedExpression)> {
-        let ip = request.client.peer.ip().to_canonical();
-        let listed = self.reputation.lookup(ip);
-        let path = crate::openapi::normalize_path(request.path());
-        let mut pairs = vec![
-            (
-                "method".to_owned(),
-                RestrictedExpression::new_string(request.method.as_str().to_owned()),
-            ),
-            (
-                "path".to_owned(),
-                RestrictedExpression::new_string(path.into_owned()),
-            ),
-            (
-                "host".to_owned(),
-                RestrictedExpression::new_string(host(request)),
-            ),
-            ("client_ip".to_owned(), ip_expression(ip)),
-            (
-                "tls".to_owned(),
-                RestrictedExpression::new_bool(request.client.tls),
-            ),
-            ("time".to_owned(), time_expression()),
-            (
-                "risk_score".to_owned(),
-                RestrictedExpression::new_long(i64::from(ctx.score)),
-            ),
-            (
-                "reputation".to_owned(),
-                RestrictedExpression::new_record([
-                    (
-                        "listed".to_owned(),
-                        RestrictedExpression::new_bool(listed.is_some()),
-                    ),
-                    (
-                        "source".to_owned(),
-                        RestrictedExpression::new_string(
-                            listed.map(|l| l.source).unwrap_or_default(),
-                        ),
-                    ),
-                ])
-                .expect("distinct keys"),
-            ),
-        ];
-        if let Some(method) = grpc_method(request) {
-            pairs.push((
-                "grpc_method".to_owned(),
-                RestrictedExpression::new_string(method.to_owned()),
-            ));
+    /// Asks Cedar (no cache, no grants).
+    fn evaluate(&self, facts: &Facts<'_>) -> Result<Evaluated, String> {
+        let (cedar_request, entities) = self.cedar_request(facts)?;
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &self.policies.set, &entities);
+        let diagnostics = response.diagnostics();
+        let errored_forbids: Vec<String> = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
+            })
+            .filter(|id| self.policies.forbids.contains(*id))
+            .map(|id| self.policies.origin(id))
+            .collect();
+        if !errored_forbids.is_empty() {
+            return Ok(Evaluated::ForbidError(errored_forbids.into()));
         }
-        if self.policies.uses_graphql
-            && let Some(ops) = graphql_operations(request)
-        {
-            let set = |values: std::collections::BTreeSet<String>| {
-                RestrictedExpression::new_set(
-                    values.into_iter().map(RestrictedExpression::new_string),
-                )
-            };
-            pairs.push((
-                "graphql".to_owned(),
-                RestrictedExpression::new_record([
-                    ("operation_types".to_owned(), set(ops.types)),
-                    ("operation_names".to_owned(), set(ops.names)),
-                ])
-                .expect("distinct keys"),
-            ));
-        }
-        pairs
+        Ok(match response.decision() {
+            Decision::Allow => Evaluated::Allow,
+            Decision::Deny => {
+                let forbids: Vec<String> = diagnostics
+                    .reason()
+                    .map(|id| self.policies.origin(id))
+                    .collect();
+                if forbids.is_empty() {
+                    Evaluated::Deny
+                } else {
+                    Evaluated::Forbid(forbids.into())
+                }
+            }
+        })
     }
 
     fn principal_text(&self, ctx: &RequestContext) -> String {
@@ -244,62 +250,52 @@ impl Stage for AuthzStage {
         if self.mode == AuthzMode::Off {
             return Outcome::Continue;
         }
-        let (cedar_request, entities) = match self.cedar_request(request, ctx) {
-            Ok(built) => built,
-            Err(reason) => {
-                return self.refuse(
-                    "authz.error",
-                    format!(
-                        "{} {} on route {}: the request could not be evaluated ({reason})",
-                        self.principal_text(ctx),
-                        request.method,
-                        self.route
-                    ),
-                );
+        let evaluated = {
+            let facts = self.facts(request, ctx);
+            let hash = self.cache.enabled().then(|| self.cache.hash(&facts));
+            match hash.and_then(|hash| self.cache.get(hash, &facts)) {
+                Some(cached) => Ok(cached),
+                None => {
+                    let evaluated = self.evaluate(&facts);
+                    if let (Some(hash), Ok(evaluated)) = (hash, &evaluated) {
+                        self.cache.put(hash, &facts, evaluated.clone());
+                    }
+                    evaluated
+                }
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &self.policies.set, &entities);
-        let diagnostics = response.diagnostics();
-        let errored_forbids: Vec<String> = diagnostics
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id(),
-            })
-            .filter(|id| self.policies.forbids.contains(*id))
-            .map(|id| self.policies.origin(id))
-            .collect();
         let who = || format!("{} {}", self.principal_text(ctx), request.method);
-        if !errored_forbids.is_empty() {
-            return self.refuse(
+        match evaluated {
+            Err(reason) => self.refuse(
+                "authz.error",
+                format!(
+                    "{} on route {}: the request could not be evaluated ({reason})",
+                    who(),
+                    self.route
+                ),
+            ),
+            Ok(Evaluated::Allow) => Outcome::Continue,
+            Ok(Evaluated::ForbidError(forbids)) => self.refuse(
                 "authz.forbid_error",
                 format!(
                     "{} on route {}: forbid policy could not be evaluated ({}); denied",
                     who(),
                     self.route,
-                    errored_forbids.join(", ")
+                    forbids.join(", ")
                 ),
-            );
-        }
-        match response.decision() {
-            Decision::Allow => Outcome::Continue,
-            Decision::Deny => {
-                let forbids: Vec<String> = diagnostics
-                    .reason()
-                    .map(|id| self.policies.origin(id))
-                    .collect();
-                if !forbids.is_empty() {
-                    return self.refuse(
-                        "authz.forbid",
-                        format!(
-                            "{} on route {}: forbidden by {}",
-                            who(),
-                            self.route,
-                            forbids.join(", ")
-                        ),
-                    );
-                }
+            ),
+            Ok(Evaluated::Forbid(forbids)) => self.refuse(
+                "authz.forbid",
+                format!(
+                    "{} on route {}: forbidden by {}",
+                    who(),
+                    self.route,
+                    forbids.join(", ")
+                ),
+            ),
+            Ok(Evaluated::Deny) => {
+                // Grants are looked up on every request, never cached: a grant and its
+                // expiry take effect at once.
                 let subject = ctx.identity.as_ref().map(|i| i.subject.as_str());
                 if self
                     .grants
@@ -324,6 +320,69 @@ impl Stage for AuthzStage {
             }
         }
     }
+}
+
+/// The context record of `facts`.
+fn context_pairs(facts: &Facts<'_>) -> Vec<(String, RestrictedExpression)> {
+    let mut pairs = vec![
+        (
+            "method".to_owned(),
+            RestrictedExpression::new_string(facts.method.to_owned()),
+        ),
+        (
+            "path".to_owned(),
+            RestrictedExpression::new_string(facts.path.clone().into_owned()),
+        ),
+        (
+            "host".to_owned(),
+            RestrictedExpression::new_string(facts.host.clone().into_owned()),
+        ),
+        ("client_ip".to_owned(), ip_expression(facts.client_ip)),
+        ("tls".to_owned(), RestrictedExpression::new_bool(facts.tls)),
+        ("time".to_owned(), time_expression(facts.time)),
+        (
+            "risk_score".to_owned(),
+            RestrictedExpression::new_long(i64::from(facts.risk_score)),
+        ),
+        (
+            "reputation".to_owned(),
+            RestrictedExpression::new_record([
+                (
+                    "listed".to_owned(),
+                    RestrictedExpression::new_bool(facts.reputation.is_some()),
+                ),
+                (
+                    "source".to_owned(),
+                    RestrictedExpression::new_string(facts.reputation.clone().unwrap_or_default()),
+                ),
+            ])
+            .expect("distinct keys"),
+        ),
+    ];
+    if let Some(method) = facts.grpc_method {
+        pairs.push((
+            "grpc_method".to_owned(),
+            RestrictedExpression::new_string(method.to_owned()),
+        ));
+    }
+    if let Some(ops) = &facts.graphql {
+        let set = |values: &std::collections::BTreeSet<String>| {
+            RestrictedExpression::new_set(
+                values
+                    .iter()
+                    .map(|v| RestrictedExpression::new_string(v.clone())),
+            )
+        };
+        pairs.push((
+            "graphql".to_owned(),
+            RestrictedExpression::new_record([
+                ("operation_types".to_owned(), set(&ops.types)),
+                ("operation_names".to_owned(), set(&ops.names)),
+            ])
+            .expect("distinct keys"),
+        ));
+    }
+    pairs
 }
 
 // Cedar's `RestrictedExpression::new_ip` and `new_datetime` parse the extension function's
@@ -355,18 +414,16 @@ fn ip_expression(ip: IpAddr) -> RestrictedExpression {
     })
 }
 
-/// `datetime("<now, UTC, to the second>")`.
-fn time_expression() -> RestrictedExpression {
-    let now = chrono::Utc::now();
-    let second = now.timestamp();
+/// `datetime("<second, UTC>")` for `second` since the epoch.
+fn time_expression(second: i64) -> RestrictedExpression {
     TIME_EXPRESSION.with(|cache| {
         let mut cache = cache.borrow_mut();
         match &*cache {
             Some((cached, expression)) if *cached == second => expression.clone(),
             _ => {
-                let expression = RestrictedExpression::new_datetime(
-                    now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                );
+                let at = chrono::DateTime::from_timestamp(second, 0).unwrap_or_default();
+                let expression =
+                    RestrictedExpression::new_datetime(at.format("%Y-%m-%dT%H:%M:%SZ").to_string());
                 *cache = Some((second, expression.clone()));
                 expression
             }
@@ -375,7 +432,7 @@ fn time_expression() -> RestrictedExpression {
 }
 
 /// The request host without the port, lower case.
-fn host(request: &RequestView<'_>) -> String {
+fn host<'a>(request: &'a RequestView<'_>) -> Cow<'a, str> {
     let raw = request
         .uri
         .host()
@@ -391,7 +448,11 @@ fn host(request: &RequestView<'_>) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    without_port.to_ascii_lowercase()
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(without_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(without_port)
+    }
 }
 
 /// `package.Service/Method` for a gRPC request.
@@ -857,5 +918,192 @@ mod tests {
             body: None,
         };
         assert_eq!(host(&view), "api.example.com");
+    }
+
+    fn grant_alice(grants: &Grants, ttl: Duration) -> Arc<crate::authz::Grant> {
+        grants
+            .grant(
+                crate::authz::GrantRequest {
+                    principal: crate::authz::GrantPrincipal::Identity("alice".into()),
+                    routes: vec!["admin".into()],
+                    actions: vec!["GET".into()],
+                    client: None,
+                    ttl,
+                    reason: "test".into(),
+                    granted_by: "test".into(),
+                },
+                &["admin"],
+                Duration::from_secs(60),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_repeated_request_is_answered_from_the_cache_and_new_claims_are_evaluated() {
+        let s = stage(
+            r#"permit(principal is ApiGuard::Identity, action, resource)
+                 when { principal.claims has role && principal.claims.role == "reader" };"#,
+            "users",
+            Arc::default(),
+        );
+        let get = req("GET", "/users/1", "127.0.0.1");
+        let reader = alice(serde_json::json!({"role": "reader", "jti": "1"}));
+        assert_eq!(rule(&run(&s, &get, reader.clone(), 0)), None);
+        assert_eq!(rule(&run(&s, &get, reader, 0)), None);
+        assert_eq!((s.cache_stats().hits, s.cache_stats().misses), (1, 1));
+        // An undeclared claim (a new token's `jti`) does not change the decision: a hit.
+        let next_token = alice(serde_json::json!({"role": "reader", "jti": "2"}));
+        assert_eq!(rule(&run(&s, &get, next_token, 0)), None);
+        assert_eq!(s.cache_stats().hits, 2);
+        // A declared claim that changes is another question.
+        let writer = alice(serde_json::json!({"role": "writer"}));
+        assert_eq!(rule(&run(&s, &get, writer.clone(), 0)), Some("authz.deny"));
+        assert_eq!(rule(&run(&s, &get, writer, 0)), Some("authz.deny"));
+        let mut bob = alice(serde_json::json!({"role": "reader"})).unwrap();
+        bob.subject = "bob".into();
+        assert_eq!(rule(&run(&s, &get, Some(bob), 0)), None);
+        assert_eq!(rule(&run(&s, &get, None, 0)), Some("authz.deny"));
+        assert_eq!(
+            rule(&run(&s, &req("DELETE", "/users/1", "127.0.0.1"), None, 0)),
+            Some("authz.deny")
+        );
+        assert_eq!(s.cache_stats().misses, 5);
+    }
+
+    #[test]
+    fn context_the_policies_read_is_in_the_key_and_the_rest_is_not() {
+        let s = stage(
+            r#"permit(principal, action, resource);
+               forbid(principal, action, resource) when { context.risk_score >= 4 };
+               forbid(principal, action, resource) when { context.reputation.listed };"#,
+            "users",
+            Arc::default(),
+        );
+        let get = req("GET", "/users/1", "10.0.0.1");
+        assert_eq!(rule(&run(&s, &get, None, 0)), None);
+        assert_eq!(rule(&run(&s, &get, None, 4)), Some("authz.forbid"));
+        assert_eq!(rule(&run(&s, &get, None, 0)), None);
+        let listed = req("GET", "/users/1", "203.0.113.9");
+        assert_eq!(rule(&run(&s, &listed, None, 0)), Some("authz.forbid"));
+        assert_eq!(rule(&run(&s, &listed, None, 0)), Some("authz.forbid"));
+        // No policy reads the address or the path: another client or path is a hit.
+        let hits = s.cache_stats().hits;
+        assert_eq!(
+            rule(&run(&s, &req("GET", "/users/2", "10.9.9.9"), None, 0)),
+            None
+        );
+        assert_eq!(s.cache_stats().hits, hits + 1);
+
+        let by_address = stage(
+            r#"permit(principal, action, resource)
+                 when { context.client_ip.isInRange(ip("10.0.0.0/8")) };"#,
+            "users",
+            Arc::default(),
+        );
+        assert_eq!(rule(&run(&by_address, &get, None, 0)), None);
+        assert_eq!(
+            rule(&run(&by_address, &req("GET", "/", "192.0.2.1"), None, 0)),
+            Some("authz.deny")
+        );
+    }
+
+    #[test]
+    fn grants_and_their_end_apply_to_a_cached_denial() {
+        let grants = Arc::new(Grants::default());
+        let s = stage(
+            r#"forbid(principal, action, resource) when { context.risk_score > 10 };"#,
+            "admin",
+            grants.clone(),
+        );
+        let get = req("GET", "/admin", "127.0.0.1");
+        let who = || alice(serde_json::json!({}));
+        assert_eq!(rule(&run(&s, &get, who(), 0)), Some("authz.deny"));
+        assert_eq!(rule(&run(&s, &get, who(), 0)), Some("authz.deny"));
+        let grant = grant_alice(&grants, Duration::from_secs(60));
+        assert_eq!(rule(&run(&s, &get, who(), 0)), None);
+        grants.revoke(&grant.id, "test");
+        assert_eq!(rule(&run(&s, &get, who(), 0)), Some("authz.deny"));
+        grant_alice(&grants, Duration::from_millis(300));
+        assert_eq!(rule(&run(&s, &get, who(), 0)), None);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(
+            rule(&run(&s, &get, who(), 0)),
+            Some("authz.deny"),
+            "the grant expired"
+        );
+        assert!(s.cache_stats().hits >= 4, "{:?}", s.cache_stats());
+    }
+
+    #[test]
+    fn a_new_policy_set_is_asked_afresh() {
+        // A reload compiles new policies into new stages: nothing carries over.
+        let get = req("GET", "/users/1", "127.0.0.1");
+        let old = stage(
+            r#"permit(principal, action, resource);"#,
+            "users",
+            Arc::default(),
+        );
+        assert_eq!(rule(&run(&old, &get, None, 0)), None);
+        assert_eq!(rule(&run(&old, &get, None, 0)), None);
+        let new = stage(
+            r#"permit(principal, action, resource == ApiGuard::Route::"other");"#,
+            "users",
+            Arc::default(),
+        );
+        assert_eq!(rule(&run(&new, &get, None, 0)), Some("authz.deny"));
+        assert_eq!(new.cache_stats().hits, 0);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_can_be_turned_off() {
+        let s = stage(
+            r#"permit(principal is ApiGuard::Identity, action, resource);"#,
+            "users",
+            Arc::default(),
+        )
+        .with_decision_cache(64);
+        let get = req("GET", "/users/1", "127.0.0.1");
+        for i in 0..1000 {
+            let mut who = alice(serde_json::json!({})).unwrap();
+            who.subject = format!("user-{i}");
+            assert_eq!(rule(&run(&s, &get, Some(who), 0)), None);
+        }
+        let stats = s.cache_stats();
+        assert!(stats.entries <= 64, "{stats:?}");
+        assert_eq!(stats.misses, 1000);
+
+        let off = stage(
+            r#"permit(principal, action, resource);"#,
+            "users",
+            Arc::default(),
+        )
+        .with_decision_cache(0);
+        assert_eq!(rule(&run(&off, &get, None, 0)), None);
+        assert_eq!(rule(&run(&off, &get, None, 0)), None);
+        assert_eq!(off.cache_stats(), CacheStats::default());
+    }
+
+    #[test]
+    fn a_forbid_that_cannot_be_evaluated_denies_from_the_cache_too() {
+        let s = stage(
+            r#"permit(principal, action, resource);
+               forbid(principal is ApiGuard::Identity, action, resource)
+                 when { principal.claims has level && principal.claims.level < 3 };"#,
+            "users",
+            Arc::default(),
+        );
+        let get = req("GET", "/", "127.0.0.1");
+        for _ in 0..2 {
+            assert_eq!(
+                rule(&run(
+                    &s,
+                    &get,
+                    alice(serde_json::json!({"level": "high"})),
+                    0
+                )),
+                Some("authz.forbid_error")
+            );
+        }
+        assert_eq!(s.cache_stats().hits, 1);
     }
 }

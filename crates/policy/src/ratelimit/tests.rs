@@ -334,3 +334,16 @@ async fn the_registry_keeps_limiters_across_reloads() {
         .unwrap();
     assert!(!Arc::ptr_eq(&first, &changed));
 }
+
+#[test]
+fn ratelimit_items_are_written_like_format_would() {
+    for (remaining, reset) in [(0, 0), (7, 1), (10, 60), (99_999, 86_400), (u64::MAX, 1)] {
+        let mut items = String::new();
+        super::push_item(&mut items, "per-client", remaining, reset);
+        super::push_item(&mut items, "id", 1, 2);
+        assert_eq!(
+            items,
+            format!("\"per-client\";r={remaining};t={reset}, \"id\";r=1;t=2")
+        );
+    }
+}
