@@ -137,6 +137,39 @@ enum HubAction {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Manage one participant.
+    Participant {
+        #[command(subcommand)]
+        action: ParticipantAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParticipantAction {
+    /// Replace what a participant receives (its subscription) and print the new one.
+    ///
+    /// The filter is what the options say; a part left out accepts everything (no option at
+    /// all: every report). Works on the store the configuration names; with a `broker` in
+    /// the file it also rebinds the participant's queue (new bindings before the old ones
+    /// go, so nothing both accept is missed), and a running hub delivers by the new filter
+    /// from the participant's next feed call.
+    Subscription {
+        /// The hub configuration (YAML).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The participant's name (or id).
+        #[arg(long)]
+        name: String,
+        /// An attack class to receive, such as sqli or credential_stuffing. Repeatable.
+        #[arg(long = "class", value_name = "CLASS")]
+        classes: Vec<String>,
+        /// The lowest severity to receive: low, medium, high or critical.
+        #[arg(long, value_name = "SEVERITY")]
+        min_severity: Option<String>,
+        /// A kind of address indicator to receive: ip, prefix or none. Repeatable.
+        #[arg(long = "address-kind", value_name = "KIND")]
+        address_kinds: Vec<String>,
+    },
 }
 
 fn hub_action(action: HubAction) -> ExitCode {
@@ -181,6 +214,37 @@ fn hub_action(action: HubAction) -> ExitCode {
                         println!("{key}");
                     }
                     None => println!("no API key: it authenticates with its certificate"),
+                }
+                Ok(())
+            }
+            HubAction::Participant {
+                action:
+                    ParticipantAction::Subscription {
+                        config,
+                        name,
+                        classes,
+                        min_severity,
+                        address_kinds,
+                    },
+            } => {
+                let args = apiguard_hub::cli::SubscriptionArgs {
+                    classes,
+                    min_severity,
+                    address_kinds,
+                };
+                let changed = apiguard_hub::cli::set_subscription(&config, &name, &args).await?;
+                let p = &changed.participant;
+                let subscription =
+                    serde_json::to_string(&p.subscription).unwrap_or_else(|e| e.to_string());
+                println!(
+                    "participant `{}` (id {}) now receives {subscription}",
+                    p.name, p.id
+                );
+                if let Some(warning) = &changed.broker_warning {
+                    eprintln!(
+                        "apiguard hub participant subscription: warning: its queue is not \
+                         rebound yet ({warning}); the hub finishes it when it next starts"
+                    );
                 }
                 Ok(())
             }

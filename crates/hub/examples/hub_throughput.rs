@@ -3,10 +3,12 @@
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=… cargo run --release --example hub_throughput -- \
-//!     [REPORTS_PER_PROTOCOL=20000] [BATCH=500] [CLIENTS=4] [PACED_RATE=1000] [rabbitmq|embedded]
+//!     [REPORTS_PER_PROTOCOL=20000] [BATCH=500] [CLIENTS=4] [PACED_RATES=1000] [rabbitmq|embedded]
 //! ```
 //!
-//! `HUB_WORKERS` (default 2) sets the number of workers of the draining hub.
+//! `HUB_WORKERS` (default 2) sets the number of workers of the draining hub; `HUB_STORE=postgres`
+//! puts the store in PostgreSQL (`APIGUARD_TEST_POSTGRES`, default the local `test` database,
+//! in a schema of its own) instead of a SQLite file.
 //!
 //! RabbitMQ at 127.0.0.1:5672 unless `APIGUARD_TEST_AMQP` says otherwise, a SQLite store in a
 //! temporary directory, `trust.k: 1` set explicitly so that the one reporter's reports are
@@ -24,7 +26,8 @@
 //!    subscribers).
 //! 3. **Mixed**: REST ingest again with the workers running, as in production: the ingest
 //!    rate while the workers compete for the machine, and the end-to-end rates.
-//! 4. **Paced**: `PACED_RATE` reports/s over REST in small batches for 10 s: the delivery
+//! 4. **Paced**: `PACED_RATES` (one rate, or several separated by commas, each its own phase)
+//!    reports/s over REST in small batches for 10 s: the delivery
 //!    latency (from the call that carried a report to each subscriber's receipt of it,
 //!    p50/p99 over all ten) at a sustainable rate. (Under full load, in 2 and 3, the latency
 //!    is mostly queueing.)
@@ -58,10 +61,17 @@ fn number_of(ip: &str) -> Option<usize> {
     (u32::from(ip) as usize).checked_sub(u32::from(Ipv4Addr::new(198, 18, 0, 1)) as usize)
 }
 
+/// One subscriber's receipts: when it first received each report, and how far from the
+/// start it holds every report (so that checking progress does not rescan what it holds).
+struct Receipts {
+    at: Vec<Option<Instant>>,
+    complete_through: usize,
+}
+
 /// When each report was sent, and when each subscriber first received it.
 struct Ledger {
     sent: Vec<OnceLock<Instant>>,
-    received: Vec<Mutex<Vec<Option<Instant>>>>,
+    received: Vec<Mutex<Receipts>>,
 }
 
 impl Ledger {
@@ -69,7 +79,12 @@ impl Ledger {
         Self {
             sent: (0..total).map(|_| OnceLock::new()).collect(),
             received: (0..SUBSCRIBERS)
-                .map(|_| Mutex::new(vec![None; total]))
+                .map(|_| {
+                    Mutex::new(Receipts {
+                        at: vec![None; total],
+                        complete_through: 0,
+                    })
+                })
                 .collect(),
         }
     }
@@ -80,11 +95,15 @@ impl Ledger {
         }
     }
 
-    /// Whether every subscriber holds every report of `range`.
+    /// Whether every subscriber holds every report of `range`. (The phases send their
+    /// ranges in order, so a subscriber that holds all of `range` holds all before it too.)
     fn all_received(&self, range: std::ops::Range<usize>) -> bool {
         self.received.iter().all(|r| {
-            let r = r.lock().unwrap();
-            r[range.clone()].iter().all(Option::is_some)
+            let mut r = r.lock().unwrap();
+            while r.complete_through < r.at.len() && r.at[r.complete_through].is_some() {
+                r.complete_through += 1;
+            }
+            r.complete_through >= range.end || r.at[range.clone()].iter().all(Option::is_some)
         })
     }
 
@@ -94,7 +113,7 @@ impl Ledger {
         for r in &self.received {
             let r = r.lock().unwrap();
             for n in range.clone() {
-                if let (Some(got), Some(sent)) = (r[n], self.sent[n].get()) {
+                if let (Some(got), Some(sent)) = (r.at[n], self.sent[n].get()) {
                     out.push(got.saturating_duration_since(*sent));
                 }
             }
@@ -109,6 +128,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// What a subscriber reads of a feed answer (the rest of each item is skipped unparsed, as a
+/// gateway that keeps only what it enforces would).
+#[derive(serde::Deserialize)]
+struct FeedPage {
+    reports: Vec<FeedItem>,
+    ack: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct FeedItem {
+    #[serde(default)]
+    indicators: Option<FeedIndicators>,
+}
+
+#[derive(serde::Deserialize)]
+struct FeedIndicators {
+    #[serde(default)]
+    ip: Option<String>,
 }
 
 /// A subscriber: long-polls its feed, confirms every answer, records first receipts.
@@ -127,8 +166,10 @@ async fn subscribe(
             .bearer_auth(&key)
             .send()
             .await;
-        let answer: Value = match response {
-            Ok(response) if response.status() == 200 => response.json().await.unwrap(),
+        let answer: FeedPage = match response {
+            Ok(response) if response.status() == 200 => {
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+            }
             Ok(response) => {
                 let status = response.status();
                 eprintln!(
@@ -146,16 +187,20 @@ async fn subscribe(
         };
         let now = Instant::now();
         let mut received = ledger.received[index].lock().unwrap();
-        for item in answer["reports"].as_array().unwrap() {
-            if let Some(n) = item["indicators"]["ip"].as_str().and_then(number_of)
-                && n < received.len()
-                && received[n].is_none()
+        for item in &answer.reports {
+            if let Some(n) = item
+                .indicators
+                .as_ref()
+                .and_then(|i| i.ip.as_deref())
+                .and_then(number_of)
+                && n < received.at.len()
+                && received.at[n].is_none()
             {
-                received[n] = Some(now);
+                received.at[n] = Some(now);
             }
         }
         drop(received);
-        ack = answer["ack"].as_str().unwrap_or_default().to_owned();
+        ack = answer.ack.unwrap_or_default();
     }
 }
 
@@ -261,8 +306,11 @@ async fn send_grpc(
     );
 }
 
+/// Reports stored, decided and published. (`published_at` is set with `published`, and its
+/// index answers the count; counting `published` scanned every stored report, 20 ms apart,
+/// and took a large share of the machine from the hub it measured.)
 async fn stored_and_published(store: &Store) -> i64 {
-    let sql = "SELECT COUNT(*) FROM hub_reports WHERE published = 1";
+    let sql = "SELECT COUNT(*) FROM hub_reports WHERE published_at IS NOT NULL";
     match store {
         Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
         Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
@@ -298,13 +346,7 @@ fn rate(count: usize, elapsed: Option<Duration>) -> String {
 }
 
 /// A hub on the benchmark's broker prefix and store.
-async fn start_hub(
-    mode: &str,
-    prefix: &str,
-    store_path: &std::path::Path,
-    batch: usize,
-    workers: usize,
-) -> Hub {
+async fn start_hub(mode: &str, prefix: &str, store: &str, batch: usize, workers: usize) -> Hub {
     let amqp = std::env::var("APIGUARD_TEST_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let broker = if mode == "embedded" {
@@ -316,9 +358,8 @@ async fn start_hub(
         )
     };
     let yaml = format!(
-        "listen: 127.0.0.1:0\nstore: sqlite://{}\nsecret: bench-secret-0123456789abcdef0123456789\n{broker}\
-         limits:\n  embedded_queue: 1000000\n  max_batch: {batch}\ntrust:\n  k: 1\n",
-        store_path.display()
+        "listen: 127.0.0.1:0\nstore: \"{store}\"\nsecret: bench-secret-0123456789abcdef0123456789\n{broker}\
+         limits:\n  embedded_queue: 1000000\n  max_batch: {batch}\ntrust:\n  k: 1\n"
     );
     let settings = HubConfig::parse(&yaml).unwrap().settings().unwrap();
     Hub::start(settings).await.unwrap()
@@ -410,19 +451,39 @@ async fn main() {
     let per_protocol: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let batch: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(500);
     let clients: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
-    let paced_rate: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    // One rate, or several separated by commas (each its own paced phase, in order).
+    let paced_rates: Vec<usize> = args
+        .get(4)
+        .map(|a| a.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1000]);
     let mode = args.get(5).map_or("rabbitmq", String::as_str).to_owned();
     let workers: usize = std::env::var("HUB_WORKERS")
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(2);
-    let paced_total = paced_rate * PACED_SECONDS as usize;
-    let total = per_protocol * 4 + paced_total;
+    let paced_totals: usize = paced_rates.iter().map(|r| r * PACED_SECONDS as usize).sum();
+    let total = per_protocol * 4 + paced_totals;
     assert!(total < 130_000, "198.18.0.0/15 holds 131072 addresses");
 
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("hub.db");
     let prefix = format!("apiguard-bench.{}", uuid::Uuid::now_v7().simple());
+    // HUB_STORE=postgres: a schema of its own in the test database, dropped at the end.
+    let postgres = std::env::var("HUB_STORE").is_ok_and(|s| s == "postgres");
+    let postgres_url = std::env::var("APIGUARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("hub_bench_{}", uuid::Uuid::now_v7().simple());
+    let store_path = if postgres {
+        let admin = sqlx::PgPool::connect(&postgres_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let separator = if postgres_url.contains('?') { '&' } else { '?' };
+        format!("{postgres_url}{separator}options=-c%20search_path%3D{schema}")
+    } else {
+        format!("sqlite://{}", dir.path().join("hub.db").display())
+    };
     let embedded = mode == "embedded";
     // Phase 1 runs without workers: the ingest rate alone.
     let first = start_hub(
@@ -460,8 +521,9 @@ async fn main() {
     let ledger = Arc::new(Ledger::new(total));
     let stop = Arc::new(AtomicBool::new(false));
     println!(
-        "hub_throughput: {mode}, {per_protocol} reports per protocol, {batch} per call, {clients} callers, \
+        "hub_throughput: {mode}, {} store, {per_protocol} reports per protocol, {batch} per call, {clients} callers, \
          {SUBSCRIBERS} subscribers, {workers} workers; cores: {}",
+        if postgres { "PostgreSQL" } else { "SQLite" },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
@@ -560,46 +622,50 @@ async fn main() {
     );
 
     // 4. Paced: a sustainable rate, small batches every PACED_TICK.
-    let phase = next..next + paced_total;
-    let per_tick = (paced_rate as f64 * PACED_TICK.as_secs_f64()).ceil() as usize;
-    let caller = Arc::new(Caller {
-        http: http.clone(),
-        base: target.base.clone(),
-        key: reporter.clone(),
-    });
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(PACED_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut calls = Vec::new();
-    let mut start = phase.start;
-    while start < phase.end {
-        ticker.tick().await;
-        let chunk = start..(start + per_tick).min(phase.end);
-        start = chunk.end;
-        ledger.mark_sent(chunk.clone(), Instant::now());
-        let caller = caller.clone();
-        calls.push(tokio::spawn(async move {
-            caller.send(Protocol::Rest, chunk).await;
-        }));
+    for paced_rate in paced_rates {
+        let paced_total = paced_rate * PACED_SECONDS as usize;
+        let phase = next..next + paced_total;
+        next += paced_total;
+        let per_tick = (paced_rate as f64 * PACED_TICK.as_secs_f64()).ceil() as usize;
+        let caller = Arc::new(Caller {
+            http: http.clone(),
+            base: target.base.clone(),
+            key: reporter.clone(),
+        });
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval(PACED_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut calls = Vec::new();
+        let mut start = phase.start;
+        while start < phase.end {
+            ticker.tick().await;
+            let chunk = start..(start + per_tick).min(phase.end);
+            start = chunk.end;
+            ledger.mark_sent(chunk.clone(), Instant::now());
+            let caller = caller.clone();
+            calls.push(tokio::spawn(async move {
+                caller.send(Protocol::Rest, chunk).await;
+            }));
+        }
+        for call in calls {
+            call.await.unwrap();
+        }
+        let sent_in = started.elapsed();
+        let delivered = wait_until(started, Duration::from_secs(600), async || {
+            ledger.all_received(phase.clone())
+        })
+        .await;
+        let latencies = ledger.latencies(phase.clone());
+        println!(
+            "4 paced  REST {paced_total} reports at {paced_rate}/s offered ({:.0}/s sent) in calls of {per_tick}: \
+             all {SUBSCRIBERS} subscribers after {} | delivery p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+            paced_total as f64 / sent_in.as_secs_f64(),
+            delivered.map_or("(not in time)".to_owned(), |d| format!("{d:.2?}")),
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99),
+            latencies.last().copied().unwrap_or_default(),
+        );
     }
-    for call in calls {
-        call.await.unwrap();
-    }
-    let sent_in = started.elapsed();
-    let delivered = wait_until(started, Duration::from_secs(600), async || {
-        ledger.all_received(phase.clone())
-    })
-    .await;
-    let latencies = ledger.latencies(phase.clone());
-    println!(
-        "4 paced  REST {paced_total} reports at {paced_rate}/s offered ({:.0}/s sent) in calls of {per_tick}: \
-         all {SUBSCRIBERS} subscribers after {} | delivery p50 {:.1?}, p99 {:.1?}, max {:.1?}",
-        paced_total as f64 / sent_in.as_secs_f64(),
-        delivered.map_or("(not in time)".to_owned(), |d| format!("{d:.2?}")),
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or_default(),
-    );
 
     stop.store(true, Ordering::Relaxed);
     for subscriber in subscribers {
@@ -609,5 +675,13 @@ async fn main() {
     hub.shutdown().await;
     if let Bus::Rabbit(bus) = bus {
         bus.delete_topology().await.unwrap();
+    }
+    if postgres {
+        let admin = sqlx::PgPool::connect(&postgres_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
     }
 }

@@ -1,15 +1,17 @@
-//! What `apiguard hub register` and `apiguard hub participants` do: work on the hub's store
-//! directly, from its configuration file, with no hub running.
+//! What `apiguard hub register`, `apiguard hub participants` and `apiguard hub participant
+//! subscription` do: work on the hub's store directly, from its configuration file, with no
+//! hub running.
 
 use std::path::{Path, PathBuf};
 
-use apiguard_model::threat::IpPrefix;
+use apiguard_model::threat::{AttackClass, IpPrefix, ThreatSeverity};
 
 use crate::HubConfig;
 use crate::bus::RabbitBus;
 use crate::credentials::{AuthMode, CertMatch, NewCredentials, ParticipantCredentials};
 use crate::error::HubError;
 use crate::store::{NewParticipant, Participant, Store};
+use crate::subscription::{AddressKind, Subscription};
 
 /// The largest certificate file read.
 const MAX_CERT_FILE: u64 = 1024 * 1024;
@@ -134,4 +136,113 @@ pub async fn participants(config: &Path) -> Result<Vec<ParticipantCredentials>, 
     let list = crate::credentials::list(&store).await;
     store.close().await;
     list
+}
+
+/// `apiguard hub participant subscription`'s filter options, as typed. Left out, a part of
+/// the filter accepts everything.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionArgs {
+    /// `--class NAME`: attack classes received.
+    pub classes: Vec<String>,
+    /// `--min-severity low|medium|high|critical`.
+    pub min_severity: Option<String>,
+    /// `--address-kind ip|prefix|none`.
+    pub address_kinds: Vec<String>,
+}
+
+impl SubscriptionArgs {
+    /// Checks the options into a subscription; errors name the option.
+    pub fn check(&self) -> Result<Subscription, HubError> {
+        let bad = |m: String| HubError::Invalid(m);
+        let mut classes = Vec::new();
+        for class in &self.classes {
+            let class: AttackClass = class.parse().map_err(|e| bad(format!("--class: {e}")))?;
+            if !classes.contains(&class) {
+                classes.push(class);
+            }
+        }
+        let min_severity = match &self.min_severity {
+            Some(text) => text
+                .parse::<ThreatSeverity>()
+                .map_err(|e| bad(format!("--min-severity: {e}")))?,
+            None => ThreatSeverity::Low,
+        };
+        let mut address_kinds = Vec::new();
+        for kind in &self.address_kinds {
+            let kind: AddressKind = kind
+                .parse()
+                .map_err(|e| bad(format!("--address-kind: {e}")))?;
+            if !address_kinds.contains(&kind) {
+                address_kinds.push(kind);
+            }
+        }
+        Ok(Subscription {
+            classes,
+            min_severity,
+            address_kinds,
+        })
+    }
+}
+
+/// A subscription changed from the command line.
+#[derive(Debug)]
+pub struct SubscriptionChanged {
+    pub participant: Participant,
+    /// Why the participant's queue could not be rebound on the broker now, if it could not:
+    /// the change is stored, and the hub finishes it (new bindings at its next start or the
+    /// participant's next feed call, old ones at its next start).
+    pub broker_warning: Option<String>,
+}
+
+/// Changes the subscription of the participant named `who` (its name or id) in the store the
+/// configuration names; with a broker, rebinds its queue too (new keys first, then the old
+/// ones removed), so a running hub delivers by the new filter at once.
+pub async fn set_subscription(
+    config: &Path,
+    who: &str,
+    args: &SubscriptionArgs,
+) -> Result<SubscriptionChanged, HubError> {
+    let subscription = args.check()?;
+    let settings = HubConfig::load(config)?.settings()?;
+    let store = Store::connect(&settings.store).await?;
+    let result = change_in_store(&store, &settings, who, &subscription).await;
+    store.close().await;
+    result
+}
+
+async fn change_in_store(
+    store: &Store,
+    settings: &crate::Settings,
+    who: &str,
+    subscription: &Subscription,
+) -> Result<SubscriptionChanged, HubError> {
+    let participants = store.participants().await?;
+    let Some(found) = participants.iter().find(|p| p.name == who || p.id == who) else {
+        return Err(HubError::NotFound(format!(
+            "no participant named `{}` (see `apiguard hub participants`)",
+            who.chars().take(64).collect::<String>()
+        )));
+    };
+    let (participant, stale) = store.set_subscription(&found.id, subscription).await?;
+    let broker_warning = match &settings.broker {
+        None => None,
+        Some(broker) => {
+            let bus = RabbitBus::new(broker.clone());
+            let rebound = bus
+                .change_subscription(&participant.id, subscription, &stale)
+                .await;
+            bus.close().await;
+            match rebound {
+                Ok(()) => {
+                    store.unbound(&participant.id, &stale).await?;
+                    None
+                }
+                Err(error) => Some(error.to_string()),
+            }
+        }
+    };
+    Ok(SubscriptionChanged {
+        participant,
+        broker_warning,
+    })
 }

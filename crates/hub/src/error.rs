@@ -30,6 +30,14 @@ pub enum HubError {
     /// The broker is unreachable or did not confirm in time (503).
     #[error("the message broker is unavailable: {0}")]
     BrokerUnavailable(String),
+    /// A feed cursor points before what the feed log keeps: the items after it were pruned
+    /// (`limits.feed_retention`), so continuing from it would skip them silently (410).
+    #[error("{message}")]
+    CursorExpired {
+        message: String,
+        /// The last position of the feed log pruned.
+        pruned_through: i64,
+    },
     /// The store failed (500).
     #[error("storage: {0}")]
     Store(String),
@@ -47,12 +55,17 @@ impl HubError {
             HubError::Forbidden(_) => 403,
             HubError::NotFound(_) => 404,
             HubError::Conflict(_) => 409,
+            HubError::CursorExpired { .. } => 410,
             HubError::Overloaded(_) => 429,
             HubError::BrokerUnavailable(_) => 503,
             HubError::Store(_) | HubError::Internal(_) => 500,
         }
     }
 }
+
+/// The stable code of [`HubError::CursorExpired`] in every API (REST problem, TAXII
+/// `error_code`, GraphQL `extensions.code`).
+pub const FEED_CURSOR_EXPIRED: &str = "FEED_CURSOR_EXPIRED";
 
 impl From<sqlx::Error> for HubError {
     fn from(error: sqlx::Error) -> Self {

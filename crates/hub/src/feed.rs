@@ -126,6 +126,9 @@ impl FeedRow {
 pub struct FeedBounds {
     /// Every position up to this one was pruned (0: nothing was).
     pub pruned_through: i64,
+    /// The latest `created_at` (ms) among the items pruned (0: nothing was, or the log was
+    /// pruned by a version that did not record it): an item added after it was kept.
+    pub pruned_added_ms: i64,
     /// The last position handed out (0: the log is empty and was never pruned).
     pub end: i64,
 }
@@ -834,11 +837,11 @@ async fn contradict_allowlisted_in(
 /// their locks and the feed lock held): the live reporters of all of them in one query,
 /// the trigger of each due one in another, then the promotions, the links and the feed
 /// rows as multi-row statements. `causes`: indicator and the report that causes its
-/// decision; `bodies`: reports of the batch, so a trigger among them is not read back.
+/// decision; `batch`: the reports of the batch, so a trigger among them is not read back.
 async fn promote_due_in(
     tx: &mut Tx,
     causes: &[(&str, Uuid)],
-    bodies: &HashMap<Uuid, &str>,
+    batch: &HashMap<Uuid, &BatchEntry<'_>>,
     settings: &TrustSettings,
     now: DateTime<Utc>,
 ) -> Result<Vec<FeedRow>, HubError> {
@@ -915,7 +918,7 @@ async fn promote_due_in(
     }
     let missing: Vec<String> = triggers
         .values()
-        .filter(|id| !bodies.contains_key(id))
+        .filter(|id| !batch.contains_key(id))
         .map(Uuid::to_string)
         .collect();
     let mut stored_bodies: HashMap<Uuid, String> = HashMap::new();
@@ -949,15 +952,18 @@ async fn promote_due_in(
         let trigger = triggers
             .get(indicator)
             .ok_or_else(|| HubError::Store("a promoted indicator has no report".into()))?;
-        let body = match bodies.get(trigger) {
-            Some(body) => *body,
+        let body = match batch.get(trigger) {
+            Some(entry) => entry.report.body.as_str(),
             None => stored_bodies
                 .get(trigger)
                 .map(String::as_str)
                 .ok_or_else(|| HubError::Store("a promoted indicator's report vanished".into()))?,
         };
-        let mut report =
-            ThreatReport::from_json(body.as_bytes()).map_err(|e| corrupt("a stored report", e))?;
+        let mut report = match batch.get(trigger).and_then(|entry| entry.parsed) {
+            Some(parsed) => parsed.clone(),
+            None => ThreatReport::from_json(body.as_bytes())
+                .map_err(|e| corrupt("a stored report", e))?,
+        };
         report.id = *trigger;
         report.valid_until = DateTime::from_timestamp_millis(valid_until)
             .unwrap_or(report.valid_until)
@@ -1169,6 +1175,9 @@ async fn feed_rows_caused_by_in(tx: &mut Tx, report_id: Uuid) -> Result<Vec<Feed
 pub struct BatchEntry<'a> {
     pub report: &'a StoredReport,
     pub sighting: Option<&'a Sighting>,
+    /// The report `report.body` holds, when the caller has it (a promotion made from it then
+    /// does not parse the body again).
+    pub parsed: Option<&'a ThreatReport>,
 }
 
 /// What a batch found for each report.
@@ -1269,9 +1278,8 @@ impl Store {
             .filter_map(|e| e.sighting.filter(|s| !s.allowlisted))
             .map(|s| s.indicator.as_str())
             .collect();
-        for indicator in &indicators {
-            tx.lock(LOCK_INDICATOR, indicator).await?;
-        }
+        let sorted: Vec<&str> = indicators.iter().copied().collect();
+        tx.lock_many(LOCK_INDICATOR, &sorted).await?;
         if !indicators.is_empty() {
             tx.lock(LOCK_FEED, "feed").await?;
         }
@@ -1349,11 +1357,9 @@ impl Store {
                 .await?,
             );
         }
-        let bodies: HashMap<Uuid, &str> = entries
-            .iter()
-            .map(|e| (e.report.id, e.report.body.as_str()))
-            .collect();
-        rows.extend(promote_due_in(&mut tx, &candidates, &bodies, settings, now).await?);
+        let batch: HashMap<Uuid, &BatchEntry<'_>> =
+            entries.iter().map(|e| (e.report.id, e)).collect();
+        rows.extend(promote_due_in(&mut tx, &candidates, &batch, settings, now).await?);
         tx.commit().await?;
         Ok(StoredBatch { states, rows })
     }
@@ -1627,7 +1633,8 @@ impl Store {
         let rows = self
             .fetch(
                 "SELECT COALESCE((SELECT MAX(seq) FROM hub_feed), 0), \
-                 COALESCE((SELECT value FROM hub_feed_meta WHERE name = 'pruned_through'), 0)",
+                 COALESCE((SELECT value FROM hub_feed_meta WHERE name = 'pruned_through'), 0), \
+                 COALESCE((SELECT value FROM hub_feed_meta WHERE name = 'pruned_added'), 0)",
                 &[],
             )
             .await?;
@@ -1637,6 +1644,7 @@ impl Store {
         let (last, pruned_through) = (row.int(0)?, row.int(1)?);
         Ok(FeedBounds {
             pruned_through,
+            pruned_added_ms: row.int(2)?,
             end: last.max(pruned_through),
         })
     }
@@ -1656,16 +1664,27 @@ impl Store {
         if through == 0 {
             return Ok(0);
         }
+        // The log is pruned by position, so an item appended with an earlier stamp than one
+        // before it goes too: the horizon in time is the latest stamp pruned.
+        let rows = tx
+            .fetch(
+                "SELECT COALESCE(MAX(created_at), 0) FROM hub_feed WHERE seq <= $1",
+                &[Arg::Int(through)],
+            )
+            .await?;
+        let added = rows.first().map(|r| r.int(0)).transpose()?.unwrap_or(0);
         let pruned = tx
             .exec("DELETE FROM hub_feed WHERE seq <= $1", &[Arg::Int(through)])
             .await?;
-        tx.exec(
-            "INSERT INTO hub_feed_meta (name, value) VALUES ('pruned_through', $1) \
-             ON CONFLICT (name) DO UPDATE SET value = CASE WHEN excluded.value > hub_feed_meta.value \
-             THEN excluded.value ELSE hub_feed_meta.value END",
-            &[Arg::Int(through)],
-        )
-        .await?;
+        for (name, value) in [("pruned_through", through), ("pruned_added", added)] {
+            tx.exec(
+                "INSERT INTO hub_feed_meta (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = CASE WHEN excluded.value > hub_feed_meta.value \
+                 THEN excluded.value ELSE hub_feed_meta.value END",
+                &[Arg::Text(name), Arg::Int(value)],
+            )
+            .await?;
+        }
         tx.commit().await?;
         if pruned > 0 {
             info!(pruned, through, "pruned the feed log past its retention");

@@ -61,6 +61,7 @@ fn gql_error(error: HubError) -> async_graphql::Error {
         HubError::Forbidden(_) => "FORBIDDEN",
         HubError::NotFound(_) => "NOT_FOUND",
         HubError::Conflict(_) => "CONFLICT",
+        HubError::CursorExpired { .. } => crate::error::FEED_CURSOR_EXPIRED,
         HubError::Overloaded(_) => "RESOURCE_EXHAUSTED",
         HubError::BrokerUnavailable(_) => "UNAVAILABLE",
         HubError::Store(_) | HubError::Internal(_) => "INTERNAL",

@@ -32,6 +32,7 @@ impl From<HubError> for Status {
             HubError::Forbidden(_) => Code::PermissionDenied,
             HubError::NotFound(_) => Code::NotFound,
             HubError::Conflict(_) => Code::AlreadyExists,
+            HubError::CursorExpired { .. } => Code::OutOfRange,
             HubError::Overloaded(_) => Code::ResourceExhausted,
             HubError::BrokerUnavailable(_) => Code::Unavailable,
             HubError::Store(_) | HubError::Internal(_) => Code::Internal,

@@ -73,6 +73,9 @@ pub struct HubState {
     pub bus: Bus,
     /// Becomes true when the hub stops (long-lived connections close on it).
     pub stopping: watch::Receiver<bool>,
+    /// Taken by subscription changes, so that two changes of one participant cannot
+    /// interleave their bindings.
+    subscription_changes: tokio::sync::Mutex<()>,
 }
 
 /// A running hub.
@@ -114,6 +117,7 @@ impl Hub {
             bus.ensure_participant(&participant.id, &participant.subscription)
                 .await?;
         }
+        unbind_stale(&store, &bus).await;
         let pipeline = Arc::new(Pipeline::new(settings.clone(), store));
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(HubState {
@@ -121,6 +125,7 @@ impl Hub {
             pipeline: pipeline.clone(),
             bus: bus.clone(),
             stopping: stopped.clone(),
+            subscription_changes: tokio::sync::Mutex::new(()),
         });
         let mut tasks = bus.spawn_workers(pipeline.clone(), workers, stopped.clone());
         tasks.push(tokio::spawn(feed::run_sweeper(
@@ -195,6 +200,15 @@ impl Hub {
         register_participant(&self.state, new).await
     }
 
+    /// Changes a participant's subscription (see [`change_subscription`]).
+    pub async fn change_subscription(
+        &self,
+        id: &str,
+        subscription: &Subscription,
+    ) -> Result<Participant, HubError> {
+        change_subscription(&self.state, id, subscription).await
+    }
+
     /// Stops the listener and the workers, then closes the bus and the store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -216,6 +230,58 @@ pub async fn register_participant(
         credentials::register(state, new, credentials::NewCredentials::default()).await?;
     let key = key.ok_or_else(|| HubError::Internal("an api_key participant got no key".into()))?;
     Ok((participant, key))
+}
+
+/// Changes a participant's subscription: in the store (it survives restarts), then on the
+/// bus, binding the new keys before removing the old ones (see
+/// [`RabbitBus::change_subscription`]). Answers the participant as changed. When the broker
+/// fails half-way the store has the change and the error is returned: the new keys are
+/// bound at the next reconnect (or feed call) and the old ones removed at the next change
+/// or start, and the participant's feed already filters by the new subscription.
+pub async fn change_subscription(
+    state: &HubState,
+    id: &str,
+    subscription: &Subscription,
+) -> Result<Participant, HubError> {
+    let _serialised = state.subscription_changes.lock().await;
+    let store = &state.pipeline.store;
+    let (participant, stale) = store.set_subscription(id, subscription).await?;
+    state.pipeline.remember(participant.clone());
+    state
+        .bus
+        .change_subscription(&participant.id, subscription, &stale)
+        .await?;
+    store.unbound(&participant.id, &stale).await?;
+    info!(participant = %participant.id, "subscription changed");
+    Ok(participant)
+}
+
+/// Removes the bindings that earlier subscription changes could not remove then; what still
+/// fails stays recorded for the next start.
+async fn unbind_stale(store: &Store, bus: &Bus) {
+    let stale = match store.stale_bindings().await {
+        Ok(stale) => stale,
+        Err(error) => {
+            tracing::warn!(%error, "could not read the bindings left to remove");
+            return;
+        }
+    };
+    let mut by_participant: Vec<(String, Vec<String>)> = Vec::new();
+    for (id, key) in stale {
+        match by_participant.last_mut() {
+            Some((last, keys)) if *last == id => keys.push(key),
+            _ => by_participant.push((id, vec![key])),
+        }
+    }
+    for (id, keys) in by_participant {
+        let removed = match bus.unbind_stale(&id, &keys).await {
+            Ok(()) => store.unbound(&id, &keys).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = removed {
+            tracing::warn!(participant = %id, %error, "could not remove old subscription bindings; retrying at the next start");
+        }
+    }
 }
 
 /// `apiguard hub --config FILE`: runs the hub until SIGINT or SIGTERM.

@@ -415,6 +415,7 @@ impl Pipeline {
             .map(|(_, p)| BatchEntry {
                 report: &p.stored,
                 sighting: p.sighting.as_ref(),
+                parsed: Some(&p.report),
             })
             .collect();
         let stored = if entries.is_empty() {

@@ -9,6 +9,7 @@
 //! | `POST /v1/feed/ack` | participant | confirms a feed answer by its token |
 //! | `POST /admin/participants` | admin | register (API key, certificate or both); answers the API key, shown once |
 //! | `POST /admin/participants/{id}/keys` | admin | another API key |
+//! | `GET`, `PUT /admin/participants/{id}/subscription` | admin | read or change what a participant receives |
 //! | `POST /admin/withdrawals` | admin | withdraw a published indicator as a false positive |
 //! | `POST /graphql` | participant | GraphQL: `report`, `reportBatch`, `feed` (see `graphql`) |
 //! | `GET /graphql` | participant | GraphQL over WebSocket: the `feed` subscription (see `ws`) |
@@ -47,6 +48,13 @@ impl IntoResponse for HubError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
+        if let HubError::CursorExpired {
+            message,
+            pruned_through,
+        } = &self
+        {
+            return cursor_expired(status, message, *pruned_through);
+        }
         let mut response =
             (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
@@ -56,6 +64,28 @@ impl IntoResponse for HubError {
         }
         response
     }
+}
+
+/// An expired feed cursor as an RFC 9457 problem: a client must tell it from a transient
+/// failure (retrying the same cursor can never work) by a stable `code`. `error` repeats
+/// `detail` for clients that read every other error's `{"error"}`.
+fn cursor_expired(status: StatusCode, message: &str, pruned_through: i64) -> Response {
+    let body = json!({
+        "type": "urn:apiguard:problem:feed-cursor-expired",
+        "title": "The feed cursor is older than the feed log kept",
+        "status": status.as_u16(),
+        "detail": message,
+        "code": crate::error::FEED_CURSOR_EXPIRED,
+        "pruned_through": pruned_through,
+        "restart": "0",
+        "error": message,
+    });
+    let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 /// The REST router.
@@ -69,6 +99,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/feed/ack", post(feed_ack))
         .route("/admin/participants", post(register))
         .route("/admin/participants/{id}/keys", post(add_key))
+        .route(
+            "/admin/participants/{id}/subscription",
+            get(subscription).put(change_subscription),
+        )
         .route("/admin/withdrawals", post(withdraw))
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -224,16 +258,43 @@ async fn feed(
     };
     let answer = state
         .bus
-        .fetch(&entry.participant.id, max, wait, &confirm)
+        .fetch(&entry.participant, max, wait, &confirm)
         .await?;
-    let mut body = json!({ "reports": answer.items });
-    if let Some(ack) = answer.ack {
-        body["ack"] = json!(ack);
+    Ok(feed_answer(&answer))
+}
+
+/// `{"reports": [...], "ack", "confirmed"}`, the items written as they came (each one JSON
+/// value, checked by the bus) rather than parsed into trees only to be written out again.
+fn feed_answer(answer: &crate::bus::FeedAnswer) -> Response {
+    let size = answer.items.iter().map(|i| i.len() + 1).sum::<usize>() + 128;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(b"{\"reports\":[");
+    for (index, item) in answer.items.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.push(b']');
+    if let Some(ack) = &answer.ack {
+        body.extend_from_slice(b",\"ack\":");
+        serde_json::to_writer(&mut body, ack).expect("a string serialises");
     }
     if let Some(confirmed) = answer.confirmed {
-        body["confirmed"] = json!(confirmed);
+        body.extend_from_slice(b",\"confirmed\":");
+        body.extend_from_slice(if confirmed {
+            b"true".as_slice()
+        } else {
+            b"false".as_slice()
+        });
     }
-    Ok(axum::Json(body).into_response())
+    body.push(b'}');
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 #[derive(Deserialize)]
@@ -350,6 +411,42 @@ async fn register(
         answer["api_key"] = json!(key);
     }
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// `GET /admin/participants/{id}/subscription`: what the participant receives.
+async fn subscription(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, HubError> {
+    require_admin(&state, &headers)?;
+    let Some(participant) = state.pipeline.store.participant(&id).await? else {
+        return Err(HubError::NotFound(format!("no participant `{id}`")));
+    };
+    Ok(axum::Json(subscription_answer(&participant)).into_response())
+}
+
+/// `PUT /admin/participants/{id}/subscription` with a subscription (`classes`,
+/// `min_severity`, `address_kinds`; what is left out means "all"): the participant's queue
+/// is rebound at once, new bindings before old ones go, and the change is stored.
+async fn change_subscription(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, HubError> {
+    require_admin(&state, &headers)?;
+    let subscription: Subscription = parse_json(&body)?;
+    let participant = crate::change_subscription(&state, &id, &subscription).await?;
+    Ok(axum::Json(subscription_answer(&participant)).into_response())
+}
+
+fn subscription_answer(participant: &crate::store::Participant) -> Value {
+    json!({
+        "id": participant.id,
+        "name": participant.name,
+        "subscription": participant.subscription,
+    })
 }
 
 #[derive(Deserialize)]

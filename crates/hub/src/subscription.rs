@@ -67,6 +67,22 @@ impl AddressKind {
     }
 }
 
+impl std::str::FromStr for AddressKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ip" => Ok(AddressKind::Ip),
+            "prefix" => Ok(AddressKind::Prefix),
+            "none" => Ok(AddressKind::None),
+            _ => Err(format!(
+                "unknown address kind `{}`: ip, prefix or none",
+                s.chars().take(64).collect::<String>()
+            )),
+        }
+    }
+}
+
 /// The routing key of a report.
 pub fn routing_key(report: &ThreatReport) -> String {
     format!(

@@ -77,11 +77,14 @@ pub fn router(state: Arc<HubState>) -> Router {
         .with_state(state)
 }
 
-/// A TAXII error: JSON `{title, description, http_status}` in the TAXII media type.
+/// A TAXII error: JSON `{title, description, http_status}` in the TAXII media type, with
+/// `error_code` and `details` when a client can act on them.
 struct TaxiiError {
     status: StatusCode,
     title: &'static str,
     description: String,
+    /// `error_code` and `details` (boxed: most errors have neither).
+    coded: Option<Box<(&'static str, Value)>>,
 }
 
 impl From<HubError> for TaxiiError {
@@ -90,6 +93,21 @@ impl From<HubError> for TaxiiError {
             StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(%error, "TAXII request failed");
+        }
+        if let HubError::CursorExpired {
+            message,
+            pruned_through,
+        } = error
+        {
+            return TaxiiError {
+                status,
+                title: "The position is older than the collection kept",
+                description: message,
+                coded: Some(Box::new((
+                    crate::error::FEED_CURSOR_EXPIRED,
+                    json!({ "pruned_through": pruned_through }),
+                ))),
+            };
         }
         let title = match status {
             StatusCode::BAD_REQUEST => "Bad request",
@@ -102,6 +120,7 @@ impl From<HubError> for TaxiiError {
             status,
             title,
             description: error.to_string(),
+            coded: None,
         }
     }
 }
@@ -112,17 +131,23 @@ impl TaxiiError {
             status: StatusCode::NOT_FOUND,
             title: "Not found",
             description: what,
+            coded: None,
         }
     }
 }
 
 impl IntoResponse for TaxiiError {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "title": self.title,
             "description": self.description,
             "http_status": self.status.as_u16().to_string(),
         });
+        if let Some(coded) = self.coded {
+            let (code, details) = *coded;
+            body["error_code"] = json!(code);
+            body["details"] = details;
+        }
         let mut response = (self.status, taxii_json(&body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -176,6 +201,7 @@ fn check_accept(headers: &HeaderMap) -> Result<()> {
             status: StatusCode::NOT_ACCEPTABLE,
             title: "Not acceptable",
             description: format!("this server answers {MEDIA_TYPE}"),
+            coded: None,
         })
     }
 }
@@ -313,6 +339,7 @@ async fn read_only(State(state): State<Arc<HubState>>, caller: Caller) -> Result
         description: "the collection is read-only (can_write is false): report threats through \
                       POST /v1/reports, gRPC or GraphQL"
             .into(),
+        coded: None,
     })
 }
 
@@ -496,6 +523,47 @@ impl Walk<'_> {
     }
 }
 
+/// Refuses a `next` token or an `added_after` that reaches back before the part of the feed
+/// log kept: the objects after it were pruned (`limits.feed_retention`), and answering from
+/// the oldest kept would skip them without a word.
+async fn check_not_pruned(
+    state: &HubState,
+    filters: &Filters,
+) -> std::result::Result<(), HubError> {
+    let token = filters
+        .next
+        .map(|(start, _)| start)
+        .filter(|s| *s > CATALOGUE);
+    if token.is_none() && filters.added_after_us.is_none() {
+        return Ok(());
+    }
+    let bounds = state.pipeline.store.feed_bounds().await?;
+    let expired = |what: String| HubError::CursorExpired {
+        message: format!(
+            "{what} reaches back before what this collection keeps: the objects added up to {} \
+             were pruned (limits.feed_retention). Ask again without `next` and with an \
+             `added_after` of at least that time (the objects in between are missed)",
+            timestamp_ms(bounds.pruned_added_ms)
+        ),
+        pruned_through: bounds.pruned_through,
+    };
+    // A token names the report to continue with: gone once its position was pruned.
+    if let Some(start) = token
+        && start.seq <= bounds.pruned_through
+    {
+        return Err(expired("the `next` token".to_owned()));
+    }
+    if let Some(after_us) = filters.added_after_us
+        && after_us < bounds.pruned_added_ms.saturating_mul(1000)
+    {
+        return Err(expired(format!(
+            "added_after {}",
+            stix::timestamp(Utc.timestamp_micros(after_us).single().unwrap_or_default())
+        )));
+    }
+    Ok(())
+}
+
 /// Walks the collection from the request's position.
 async fn walk(state: &HubState, filters: &Filters) -> std::result::Result<Page, HubError> {
     let (start, start_index) = filters.next.unwrap_or_default();
@@ -600,6 +668,7 @@ async fn objects(
     admit(&state, &caller, &headers).await?;
     check_collection(&id)?;
     let filters = Filters::parse(&query, true)?;
+    check_not_pruned(&state, &filters).await?;
     let page = walk(&state, &filters).await?;
     Ok(envelope(page))
 }
@@ -614,6 +683,7 @@ async fn manifest(
     admit(&state, &caller, &headers).await?;
     check_collection(&id)?;
     let filters = Filters::parse(&query, true)?;
+    check_not_pruned(&state, &filters).await?;
     let page = walk(&state, &filters).await?;
     let records: Vec<Value> = page
         .items

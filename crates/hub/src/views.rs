@@ -190,6 +190,30 @@ pub async fn published_after(
     Ok(parse_rows(rows))
 }
 
+/// Refuses a cursor whose next items were pruned from the feed log: it read up to position
+/// `after.seq`, and positions up to `pruned_through` are gone, so carrying on would skip
+/// them without a word. (A pruned position may have held a withdrawal, which these views do
+/// not show; refusing then too is the price of not keeping what was pruned.) The default
+/// cursor means "from the oldest item kept" and is always accepted.
+pub async fn check_not_pruned(store: &Store, after: Cursor) -> Result<(), HubError> {
+    if after == Cursor::default() {
+        return Ok(());
+    }
+    let bounds = store.feed_bounds().await?;
+    if after.seq < bounds.pruned_through {
+        return Err(HubError::CursorExpired {
+            message: format!(
+                "cursor `{after}` is older than the feed log kept: the items up to position {} \
+                 were pruned (limits.feed_retention). Start again from after=0, the oldest item \
+                 kept (the items in between are missed)",
+                bounds.pruned_through
+            ),
+            pruned_through: bounds.pruned_through,
+        });
+    }
+    Ok(())
+}
+
 /// The published reports among `ids`.
 pub async fn published_by_ids(store: &Store, ids: &[Uuid]) -> Result<Vec<Published>, HubError> {
     let mut out = Vec::new();
@@ -264,6 +288,7 @@ async fn page(
     if limit == 0 || limit > max {
         return Err(HubError::Invalid(format!("limit is 1 to {max}")));
     }
+    check_not_pruned(&state.pipeline.store, after).await?;
     let rows = published_after(&state.pipeline.store, after, limit).await?;
     let cursor = rows.last().map_or(after, |r| r.cursor);
     let subscription = &entry.participant.subscription;

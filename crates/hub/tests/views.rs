@@ -617,3 +617,132 @@ async fn an_older_store_is_migrated_and_its_published_reports_are_visible() {
     assert_eq!(visible[0].cursor.published_at, then.timestamp_millis());
     store.close().await;
 }
+
+/// A consumer away for longer than `limits.feed_retention` comes back with a position whose
+/// next items were pruned: REST and TAXII refuse it with a clear, stable error instead of
+/// answering from the oldest item kept as if nothing were missing.
+#[tokio::test]
+async fn positions_before_the_pruned_part_of_the_log_are_refused() {
+    let setup = viewkit::start().await;
+    let published = viewkit::publish_all(&setup).await.len() as i64;
+    let key = setup.beta_key.clone();
+    let objects = format!(
+        "/taxii2/api/collections/{}/objects/",
+        apiguard_hub::taxii::COLLECTION_ID
+    );
+    let manifest = objects.replace("/objects/", "/manifest/");
+
+    // Positions taken before the pruning: a REST cursor part-way, a TAXII `next` token on a
+    // report (past the attack-pattern catalogue, dated 2024-01-01), an old `added_after`.
+    let page = json_of(get(&setup, Some(&key), "/v1/reports?limit=2").await).await;
+    let cursor = page["cursor"].as_str().unwrap().to_owned();
+    let since_2024 = "added_after=2024-01-01T00:00:00.000Z";
+    let taxii_page = json_of(
+        get(
+            &setup,
+            Some(&key),
+            &format!("{objects}?{since_2024}&limit=2"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(taxii_page["more"], true, "{taxii_page}");
+    let next = taxii_page["next"].as_str().unwrap().to_owned();
+
+    // Everything so far passes the retention (pruned as the sweep would), then more comes.
+    let pruned = setup
+        .hub
+        .state()
+        .pipeline
+        .store
+        .prune_feed(chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(pruned as i64 >= published, "{pruned} pruned");
+    let fresh = viewkit::ingest(
+        &setup,
+        &setup.alpha_key,
+        &json!({"attack": "xss", "source_ip": "203.0.113.201"}),
+    )
+    .await;
+    let kept = viewkit::wait_visible(&setup, &key, 1).await;
+    assert_eq!(kept.len(), 1, "only the new report is kept");
+    assert_eq!(kept[0]["id"], fresh.as_str());
+
+    // REST and its STIX twin: 410 with a problem document and a stable code.
+    for path in [
+        format!("/v1/reports?after={cursor}"),
+        format!("/v1/stix?after={cursor}"),
+    ] {
+        let response = get(&setup, Some(&key), &path).await;
+        assert_eq!(response.status(), 410, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem = json_of(response).await;
+        assert_eq!(problem["code"], "FEED_CURSOR_EXPIRED", "{problem}");
+        assert_eq!(problem["status"], 410);
+        assert!(
+            problem["pruned_through"].as_i64().unwrap() >= published,
+            "{problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("after=0"),
+            "the error says how to go on: {problem}"
+        );
+    }
+    // Starting again from 0 gets what is kept; a cursor taken now goes on normally.
+    let restart = json_of(get(&setup, Some(&key), "/v1/reports?after=0").await).await;
+    assert_eq!(restart["reports"][0]["id"], fresh.as_str());
+    let now_cursor = restart["cursor"].as_str().unwrap();
+    let response = get(
+        &setup,
+        Some(&key),
+        &format!("/v1/reports?after={now_cursor}"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(response).await["reports"], json!([]));
+
+    // TAXII: the old `next` token and the old `added_after`, on objects and on the manifest.
+    for path in [
+        format!("{objects}?next={next}"),
+        format!("{manifest}?next={next}"),
+        format!("{objects}?{since_2024}"),
+        format!("{manifest}?{since_2024}"),
+    ] {
+        let response = get(&setup, Some(&key), &path).await;
+        assert_eq!(response.status(), 410, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/taxii+json;version=2.1"
+        );
+        let error = json_of(response).await;
+        assert_eq!(error["http_status"], "410", "{error}");
+        assert_eq!(error["error_code"], "FEED_CURSOR_EXPIRED", "{error}");
+        assert!(error["title"].as_str().is_some() && error["description"].as_str().is_some());
+    }
+    // Without a position, or with an `added_after` past the pruned part, TAXII answers.
+    let all = json_of(get(&setup, Some(&key), &objects).await).await;
+    assert!(
+        all["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["type"] == "indicator"),
+        "{all}"
+    );
+    let recent = chrono::Utc::now() - chrono::Duration::milliseconds(100);
+    let response = get(
+        &setup,
+        Some(&key),
+        &format!(
+            "{objects}?added_after={}",
+            recent.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    setup.hub.shutdown().await;
+}

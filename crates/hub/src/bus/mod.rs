@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::error::HubError;
 use crate::feed::FeedRow;
 use crate::pipeline::{BatchOutcome, Outcome, Pipeline, ProcessError};
+use crate::store::Participant;
 use crate::subscription::Subscription;
 
 pub use lease::Confirm;
@@ -29,8 +30,9 @@ const MEMORY_BATCH: usize = 256;
 /// One answer of a participant's feed.
 #[derive(Debug, Default)]
 pub struct FeedAnswer {
-    /// Feed items (canonical reports and withdrawals), in order.
-    pub items: Vec<serde_json::Value>,
+    /// Feed items (canonical reports and withdrawals), in order: each one JSON value, as
+    /// stored, passed on without being parsed.
+    pub items: Vec<Vec<u8>>,
     /// The token that confirms this answer; `None` when it is empty. Unconfirmed, its items
     /// are delivered again once the lease (`limits.feed_lease`) ends.
     pub ack: Option<String>,
@@ -97,16 +99,46 @@ impl Bus {
     /// Takes up to `max` feed items (canonical JSON) from a participant's queue, waiting up to
     /// `wait` for the first, after confirming earlier answers as `confirm` says. The items
     /// stay on the bus until their answer is confirmed.
+    /// `participant` as stored now: its subscription filters what is answered.
     pub async fn fetch(
         &self,
-        participant_id: &str,
+        participant: &Participant,
         max: usize,
         wait: Duration,
         confirm: &Confirm,
     ) -> Result<FeedAnswer, HubError> {
+        let id = participant.id.as_str();
         match self {
-            Bus::Rabbit(bus) => bus.fetch(participant_id, max, wait, confirm).await,
-            Bus::Memory(bus) => bus.fetch(participant_id, max, wait, confirm).await,
+            Bus::Rabbit(bus) => {
+                bus.fetch(id, &participant.subscription, max, wait, confirm)
+                    .await
+            }
+            Bus::Memory(bus) => bus.fetch(id, max, wait, confirm).await,
+        }
+    }
+
+    /// Moves a participant's queue to a new subscription (see
+    /// [`RabbitBus::change_subscription`]); `stale`: the binding keys to remove.
+    pub async fn change_subscription(
+        &self,
+        id: &str,
+        subscription: &Subscription,
+        stale: &[String],
+    ) -> Result<(), HubError> {
+        match self {
+            Bus::Rabbit(bus) => bus.change_subscription(id, subscription, stale).await,
+            Bus::Memory(bus) => {
+                bus.ensure_participant(id, subscription);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes binding keys left over from earlier subscriptions.
+    pub async fn unbind_stale(&self, id: &str, keys: &[String]) -> Result<(), HubError> {
+        match self {
+            Bus::Rabbit(bus) => bus.unbind_stale(id, keys).await,
+            Bus::Memory(_) => Ok(()),
         }
     }
 

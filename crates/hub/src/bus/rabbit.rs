@@ -20,8 +20,9 @@
 //! delivery waiting for it (up to `prefetch`) and stores them in one transaction, and a feed
 //! call consumes (the broker pushes) instead of polling with `basic.get`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,12 @@ use crate::error::HubError;
 use crate::feed::FeedRow;
 use crate::pipeline::{Batch, BatchOutcome, Outcome, Pipeline, ProcessError};
 use crate::subscription::Subscription;
+
+/// A batch's finishing task: the delivery tag to acknowledge through, once it and every
+/// batch before it is done.
+type FinishResult = Result<Result<Option<u64>, HubError>, tokio::task::JoinError>;
+type FinishTask = tokio::task::JoinHandle<Result<Option<u64>, HubError>>;
+type DeliveryResult = Result<lapin::message::Delivery, lapin::Error>;
 
 /// Most deliveries a worker stores in one transaction.
 const MAX_BATCH: usize = 256;
@@ -87,6 +94,8 @@ pub struct RabbitBus {
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
     participants: Mutex<HashMap<String, Subscription>>,
     leases: Leases<FeedLease>,
+    /// Feed items per message lately (an `f64`), to size a feed call's prefetch.
+    feed_density: AtomicU64,
 }
 
 async fn within<T, E: std::fmt::Display>(
@@ -106,6 +115,11 @@ async fn within<T, E: std::fmt::Display>(
 /// Marks a message carrying several feed items (a bundle): its body is a JSON array of
 /// `{"origins": [participant ids], "item": {...}}`, hub-internal like the origins header.
 const BUNDLE_HEADER: &str = "x-apiguard-bundle";
+/// A bundle's index: for each item, `[start, length, [origins]]`, where its JSON is in the
+/// body. A feed call slices the items out and passes them on as they are, instead of parsing
+/// every item into a tree and writing it out again (with ten subscribers, ten of each per
+/// report). Readers without it parse the body, which is unchanged.
+const BUNDLE_INDEX_HEADER: &str = "x-apiguard-bundle-index";
 /// Most feed items in one bundle. A feed answer holds whole messages, so it may exceed the
 /// caller's `max` by less than this.
 pub const BUNDLE_MAX: usize = 64;
@@ -149,10 +163,11 @@ fn feed_properties(item: &FeedRow) -> BasicProperties {
     persistent(&item.id.to_string()).with_headers(headers)
 }
 
-/// A bundle's body: `[{"origins": [...], "item": ITEM}, ...]`, the items' canonical JSON
-/// as stored.
-fn bundle_body(items: &[&FeedRow]) -> Vec<u8> {
+/// A bundle's body, `[{"origins": [...], "item": ITEM}, ...]` with the items' canonical JSON
+/// as stored, and where each item is in it (for [`BUNDLE_INDEX_HEADER`]).
+fn bundle_body(items: &[&FeedRow]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut body = Vec::with_capacity(items.iter().map(|i| i.body.len() + 64).sum::<usize>());
+    let mut spans = Vec::with_capacity(items.len());
     body.push(b'[');
     for (index, item) in items.iter().enumerate() {
         if index > 0 {
@@ -161,50 +176,142 @@ fn bundle_body(items: &[&FeedRow]) -> Vec<u8> {
         body.extend_from_slice(b"{\"origins\":");
         serde_json::to_writer(&mut body, &item.origins).expect("strings serialise");
         body.extend_from_slice(b",\"item\":");
+        spans.push((body.len(), item.body.len()));
         body.extend_from_slice(&item.body);
         body.push(b'}');
     }
     body.push(b']');
-    body
+    (body, spans)
 }
 
-fn bundle_properties(items: &[&FeedRow]) -> BasicProperties {
+fn bundle_properties(items: &[&FeedRow], spans: &[(usize, usize)]) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         BUNDLE_HEADER.into(),
         AMQPValue::LongLongInt(i64::try_from(items.len()).unwrap_or(i64::MAX)),
     );
+    let int = |n: usize| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
+    let index: Vec<AMQPValue> = items
+        .iter()
+        .zip(spans)
+        .map(|(item, (start, len))| {
+            let origins: Vec<AMQPValue> = item.origins.iter().map(|o| text(o)).collect();
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                int(*start),
+                int(*len),
+                AMQPValue::FieldArray(FieldArray::from(origins)),
+            ]))
+        })
+        .collect();
+    headers.insert(
+        BUNDLE_INDEX_HEADER.into(),
+        AMQPValue::FieldArray(FieldArray::from(index)),
+    );
     let id = items.first().map(|i| i.id.to_string()).unwrap_or_default();
     persistent(&id).with_headers(headers)
 }
 
-/// Adds a delivery's feed items to `out`: a bundle's entries, or a single item, leaving out
-/// what `participant_id` reported. An unreadable one is dropped with a warning (it cannot
-/// become readable by coming again).
+/// One entry of a bundle's index: where its item is in the body, and its origins.
+struct Span<'a> {
+    start: usize,
+    len: usize,
+    origins: &'a [AMQPValue],
+}
+
+/// A bundle's index, if it has one that fits its body (a bundle from an earlier version has
+/// none and is read as JSON).
+fn bundle_index<'a>(headers: &'a FieldTable, body_len: usize) -> Option<Vec<Span<'a>>> {
+    let Some(AMQPValue::FieldArray(entries)) = headers.inner().get(BUNDLE_INDEX_HEADER) else {
+        return None;
+    };
+    let int = |value: &AMQPValue| match value {
+        AMQPValue::LongLongInt(n) => usize::try_from(*n).ok(),
+        _ => None,
+    };
+    entries
+        .as_slice()
+        .iter()
+        .map(|entry| {
+            let AMQPValue::FieldArray(parts) = entry else {
+                return None;
+            };
+            let [start, len, AMQPValue::FieldArray(origins)] = parts.as_slice() else {
+                return None;
+            };
+            let (start, len) = (int(start)?, int(len)?);
+            (start.checked_add(len)? <= body_len).then_some(Span {
+                start,
+                len,
+                origins: origins.as_slice(),
+            })
+        })
+        .collect()
+}
+
+/// Whether `bytes` is one JSON value: what a feed answer passes on as it is must be.
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+/// Adds a delivery's feed items (each one JSON value, as bytes) to `out`: a bundle's entries,
+/// or a single item, leaving out what `participant_id` reported. An unreadable one is
+/// dropped with a warning (it cannot become readable by coming again). Answers how many
+/// items the message carried, the participant's own included.
 fn unpack(
     delivery: &lapin::message::Delivery,
     participant_id: &str,
-    out: &mut Vec<serde_json::Value>,
-) {
-    let bundled = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .is_some_and(|h| h.inner().contains_key(BUNDLE_HEADER));
-    if bundled {
-        match serde_json::from_slice::<Vec<BundleEntry>>(&delivery.data) {
-            Ok(entries) => out.extend(
+    out: &mut Vec<Vec<u8>>,
+) -> usize {
+    unpack_message(&delivery.properties, &delivery.data, participant_id, out)
+}
+
+fn unpack_message(
+    properties: &BasicProperties,
+    data: &[u8],
+    participant_id: &str,
+    out: &mut Vec<Vec<u8>>,
+) -> usize {
+    let headers = properties.headers().as_ref();
+    let bundled = headers.is_some_and(|h| h.inner().contains_key(BUNDLE_HEADER));
+    if !bundled {
+        if !is_own(properties, participant_id) {
+            if is_json(data) {
+                out.push(data.to_vec());
+            } else {
+                warn!("dropping an unreadable feed item");
+            }
+        }
+        return 1;
+    }
+    let own = |value: &AMQPValue| matches!(value, AMQPValue::LongString(s) if s.as_bytes() == participant_id.as_bytes());
+    if let Some(spans) = headers.and_then(|h| bundle_index(h, data.len())) {
+        for span in &spans {
+            if span.origins.iter().any(own) {
+                continue;
+            }
+            let item = &data[span.start..span.start + span.len];
+            if is_json(item) {
+                out.push(item.to_vec());
+            } else {
+                warn!("dropping an unreadable item of a feed bundle");
+            }
+        }
+        return spans.len();
+    }
+    match serde_json::from_slice::<Vec<BundleEntry>>(data) {
+        Ok(entries) => {
+            let carried = entries.len();
+            out.extend(
                 entries
                     .into_iter()
                     .filter(|e| !e.origins.iter().any(|o| o == participant_id))
-                    .map(|e| e.item),
-            ),
-            Err(error) => warn!(%error, "dropping an unreadable feed bundle"),
+                    .map(|e| serde_json::to_vec(&e.item).expect("a JSON value serialises")),
+            );
+            carried
         }
-    } else if !is_own(&delivery.properties, participant_id) {
-        match serde_json::from_slice(&delivery.data) {
-            Ok(item) => out.push(item),
-            Err(error) => warn!(%error, "dropping an unreadable feed item"),
+        Err(error) => {
+            warn!(%error, "dropping an unreadable feed bundle");
+            1
         }
     }
 }
@@ -247,6 +354,7 @@ impl RabbitBus {
             live: tokio::sync::Mutex::new(None),
             participants: Mutex::new(HashMap::new()),
             leases: Leases::new(feed_lease),
+            feed_density: AtomicU64::new(1.0f64.to_bits()),
         }
     }
 
@@ -444,6 +552,76 @@ impl RabbitBus {
         result
     }
 
+    /// Moves a participant's queue to a new subscription: binds every key of `subscription`
+    /// first, then removes the `stale` keys, so that an item routed by a key both accept is
+    /// never left without a binding in between. Remembered for reconnects at once: a
+    /// failure here is finished by the next reconnect (the new keys) and by the caller
+    /// retrying `stale` later.
+    pub async fn change_subscription(
+        &self,
+        id: &str,
+        subscription: &Subscription,
+        stale: &[String],
+    ) -> Result<(), HubError> {
+        self.participants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), subscription.clone());
+        let live = self.live().await?;
+        let mut result = self
+            .declare_participant(&live.publisher, id, subscription)
+            .await;
+        if result.is_ok() {
+            result = self.unbind(&live.publisher, id, stale).await;
+        }
+        if result.is_err() {
+            self.invalidate(&live).await;
+        }
+        result
+    }
+
+    /// Removes binding keys from a participant's queue (a key not bound is no error).
+    pub async fn unbind_stale(&self, id: &str, keys: &[String]) -> Result<(), HubError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let live = self.live().await?;
+        let result = self.unbind(&live.publisher, id, keys).await;
+        if result.is_err() {
+            self.invalidate(&live).await;
+        }
+        result
+    }
+
+    async fn unbind(&self, channel: &Channel, id: &str, keys: &[String]) -> Result<(), HubError> {
+        let t = self.timeout();
+        let queue = self.feed_queue(id);
+        for key in keys {
+            within(
+                t,
+                "unbind a participant queue",
+                channel.queue_unbind(
+                    queue.as_str().into(),
+                    self.reports_exchange().as_str().into(),
+                    key.as_str().into(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The subscription this bus binds a participant's queue with, if it knows the
+    /// participant.
+    fn known_subscription(&self, id: &str) -> Option<Subscription> {
+        self.participants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
     /// Publishes and waits for the broker's confirm. `Ok(false)` when the broker nacked.
     async fn publish_confirmed(
         &self,
@@ -623,13 +801,33 @@ impl RabbitBus {
     /// unacknowledged on the answer's own channel (a lease) until the answer is confirmed;
     /// when the lease ends unconfirmed, or the hub dies, the channel closes and the broker
     /// delivers them again.
+    ///
+    /// `subscription` is the participant's as stored now: items its queue still holds from
+    /// an earlier subscription are taken but not answered, and the keys of a subscription
+    /// changed by another process (the command line) are bound here too.
     pub async fn fetch(
         &self,
         participant_id: &str,
+        subscription: &Subscription,
         max: usize,
         wait: Duration,
         confirm: &Confirm,
     ) -> Result<FeedAnswer, HubError> {
+        if self
+            .known_subscription(participant_id)
+            .is_some_and(|known| known != *subscription)
+        {
+            // Changed by another process (the command line rebinds the queue itself). Only
+            // bind here, never unbind: `subscription` was read before this call, and a
+            // change committed since must not lose its keys to it. A key bound needlessly
+            // costs traffic only, since every answer is filtered by the stored subscription.
+            info!(
+                participant = participant_id,
+                "following a changed subscription"
+            );
+            self.change_subscription(participant_id, subscription, &[])
+                .await?;
+        }
         // Expired leases first: a client back after its lease ended gets the items again
         // rather than confirming them unseen.
         self.release_expired().await;
@@ -649,7 +847,10 @@ impl RabbitBus {
             ));
         }
         let live = self.live().await?;
-        let (items, lease) = match self.consume_feed(&live, participant_id, max, wait).await {
+        let (items, lease) = match self
+            .consume_feed(&live, participant_id, subscription, max, wait)
+            .await
+        {
             Ok(taken) => taken,
             Err(error) => {
                 if matches!(error, HubError::BrokerUnavailable(_)) {
@@ -730,12 +931,15 @@ impl RabbitBus {
         &self,
         live: &Live,
         participant_id: &str,
+        subscription: &Subscription,
         max: usize,
         wait: Duration,
-    ) -> Result<(Vec<serde_json::Value>, Option<FeedLease>), HubError> {
+    ) -> Result<(Vec<Vec<u8>>, Option<FeedLease>), HubError> {
         let t = self.timeout();
         let channel = within(t, "open a channel", live.connection.create_channel()).await?;
-        let taken = self.consume_on(&channel, participant_id, max, wait).await;
+        let taken = self
+            .consume_on(&channel, participant_id, subscription, max, wait)
+            .await;
         match taken {
             Ok((items, Some(last_tag))) if !items.is_empty() => {
                 Ok((items, Some(FeedLease { channel, last_tag })))
@@ -764,12 +968,18 @@ impl RabbitBus {
         &self,
         channel: &Channel,
         participant_id: &str,
+        subscription: &Subscription,
         max: usize,
         wait: Duration,
-    ) -> Result<(Vec<serde_json::Value>, Option<u64>), HubError> {
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>), HubError> {
         let t = self.timeout();
         let queue = self.feed_queue(participant_id);
-        let prefetch = u16::try_from(max.max(1)).unwrap_or(u16::MAX);
+        // Prefetch counts messages, `max` items: with bundles, a prefetch of `max` had the
+        // broker push up to 64 times what the answer takes, and take the rest back when the
+        // lease ended. Sized by how many items a message carried lately.
+        let density = f64::from_bits(self.feed_density.load(Ordering::Relaxed)).max(1.0);
+        let messages = ((max.max(1) as f64) / density).ceil() as usize;
+        let prefetch = u16::try_from(messages.clamp(1, max.max(1))).unwrap_or(u16::MAX);
         within(
             t,
             "basic.qos",
@@ -791,8 +1001,9 @@ impl RabbitBus {
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         let mut last_tag = None;
-        let mut taken = 0;
-        while taken < max && out.len() < max {
+        let mut taken: u32 = 0;
+        let mut carried = 0;
+        while (taken as usize) < max && out.len() < max {
             // The first answerable item within `wait`; after it, what keeps arriving.
             let next = if out.is_empty() {
                 match tokio::time::timeout_at(deadline, consumer.next()).await {
@@ -818,8 +1029,33 @@ impl RabbitBus {
                 }
             };
             taken += 1;
-            last_tag = Some(delivery.delivery_tag);
-            unpack(&delivery, participant_id, &mut out);
+            carried += if subscription.matches_key(delivery.routing_key.as_str()) {
+                unpack(&delivery, participant_id, &mut out)
+            } else {
+                1
+            };
+            if out.is_empty() {
+                // Nothing to answer so far (the participant's own reports, or what it no
+                // longer subscribes to): settle it now, which also lets the broker push more
+                // within the prefetch.
+                within(
+                    t,
+                    "ack",
+                    channel.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true }),
+                )
+                .await?;
+                last_tag = None;
+            } else {
+                last_tag = Some(delivery.delivery_tag);
+            }
+        }
+        if taken > 0 {
+            let sample = carried as f64 / f64::from(taken);
+            let _ = self
+                .feed_density
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    Some(((f64::from_bits(old) + sample) / 2.0).to_bits())
+                });
         }
         // Deliveries the broker pushed after the last one taken stay unacknowledged on the
         // channel and go back to the queue when it closes.
@@ -890,32 +1126,48 @@ impl RabbitBus {
         )
         .await?;
         let max = usize::from(self.settings.prefetch).min(MAX_BATCH);
-        let mut finishing = tokio::task::JoinSet::new();
+        // Batches being finished, oldest first. Each is acknowledged, with one multiple ack,
+        // only once it and every batch before it is finished: a multiple ack covers every
+        // earlier delivery of the channel, so acknowledging out of order could settle a report
+        // not yet stored and published.
+        let mut finishing: VecDeque<FinishTask> = VecDeque::new();
         loop {
-            // A failed finish means a failed broker operation: reconnect (what it left
-            // unacknowledged comes again).
-            while let Some(done) = finishing.try_join_next() {
-                self.check_finished(&live, done).await?;
+            while finishing.front().is_some_and(|task| task.is_finished()) {
+                let task = finishing.pop_front().expect("a finished batch");
+                self.acknowledge(&live, &channel, task.await).await?;
             }
             if finishing.len() >= MAX_BATCHES_IN_FLIGHT {
-                if let Some(done) = finishing.join_next().await {
-                    self.check_finished(&live, done).await?;
-                }
+                let task = finishing.pop_front().expect("batches in flight");
+                self.acknowledge(&live, &channel, task.await).await?;
                 continue;
             }
-            let next = tokio::select! {
-                _ = stop.changed() => {
-                    while let Some(done) = finishing.join_next().await {
-                        let _ = self.check_finished(&live, done).await;
+            enum Event {
+                Stop,
+                Finished(FinishResult),
+                Next(Box<Result<Option<DeliveryResult>, tokio::time::error::Elapsed>>),
+            }
+            let event = tokio::select! {
+                _ = stop.changed() => Event::Stop,
+                done = async { finishing.front_mut().expect("a batch in flight").await },
+                    if !finishing.is_empty() => Event::Finished(done),
+                next = tokio::time::timeout(Duration::from_secs(10), consumer.next()) => Event::Next(Box::new(next)),
+            };
+            let next = match event {
+                Event::Stop => {
+                    while let Some(task) = finishing.pop_front() {
+                        if self.acknowledge(&live, &channel, task.await).await.is_err() {
+                            break;
+                        }
                     }
                     let _ = tokio::time::timeout(t, channel.close(200, "stopping".into())).await;
                     return Ok(());
                 }
-                Some(done) = finishing.join_next(), if !finishing.is_empty() => {
-                    self.check_finished(&live, done).await?;
+                Event::Finished(done) => {
+                    finishing.pop_front();
+                    self.acknowledge(&live, &channel, done).await?;
                     continue;
                 }
-                next = tokio::time::timeout(Duration::from_secs(10), consumer.next()) => next,
+                Event::Next(next) => *next,
             };
             let first = match next {
                 Err(_) => {
@@ -934,28 +1186,43 @@ impl RabbitBus {
                     None => break,
                 }
             }
-            // Stored here, in delivery order; published, marked and acknowledged while the
-            // next batch is stored (a fan-out confirm costs the broker one fsync per queue).
+            // Stored here, in delivery order; published and marked while the next batch is
+            // stored (a fan-out confirm costs the broker one fsync per queue).
             let messages: Vec<&[u8]> = deliveries.iter().map(|d| d.data.as_slice()).collect();
             let batch = pipeline.process_batch(&messages).await;
             let (bus, live, pipeline) = (self.clone(), live.clone(), pipeline.clone());
-            finishing
-                .spawn(async move { bus.finish_batch(&live, &pipeline, deliveries, batch).await });
+            finishing.push_back(tokio::spawn(async move {
+                bus.finish_batch(&live, &pipeline, deliveries, batch).await
+            }));
         }
     }
 
-    async fn check_finished(
+    /// Acknowledges a finished batch (see [`RabbitBus::finish_batch`]); a failure means a
+    /// failed broker operation, and the connection is dropped (what it left unacknowledged
+    /// comes again).
+    async fn acknowledge(
         &self,
         live: &Arc<Live>,
-        done: Result<Result<(), HubError>, tokio::task::JoinError>,
+        channel: &Channel,
+        done: FinishResult,
     ) -> Result<(), HubError> {
-        let error = match done {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => error,
-            Err(join) => HubError::Internal(format!("a batch failed: {join}")),
+        let result = match done {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(tag))) => {
+                within(
+                    self.timeout(),
+                    "ack",
+                    channel.basic_ack(tag, BasicAckOptions { multiple: true }),
+                )
+                .await
+            }
+            Ok(Err(error)) => Err(error),
+            Err(join) => Err(HubError::Internal(format!("a batch failed: {join}"))),
         };
-        self.invalidate(live).await;
-        Err(error)
+        if result.is_err() {
+            self.invalidate(live).await;
+        }
+        result
     }
 
     /// A delivery from the consumer stream, or the failure that ends it.
@@ -980,48 +1247,37 @@ impl RabbitBus {
     }
 
     /// Finishes a stored batch: publishes its feed items together, marks them and its
-    /// reports done, then acknowledges each delivery (or dead-letters it, or handles it on its
-    /// own). An error means a failed broker operation: the caller reconnects, and whatever was
-    /// not acknowledged is delivered again.
+    /// reports done, dead-letters its poison messages and handles on their own those that
+    /// need it (each settled here, alone). Answers the delivery tag through which the
+    /// caller acknowledges the rest, in batch order. An error means a failed broker
+    /// operation: the caller reconnects, and whatever was not acknowledged comes again.
     async fn finish_batch(
         &self,
         live: &Live,
         pipeline: &Pipeline,
         deliveries: Vec<lapin::message::Delivery>,
         mut batch: Batch,
-    ) -> Result<(), HubError> {
+    ) -> Result<Option<u64>, HubError> {
         let t = self.timeout();
         self.publish_many_on(live, &batch.items).await?;
         if let Err(error) = pipeline.batch_published(&mut batch).await {
             // Harmless: a redelivery republishes them and subscribers de-duplicate.
             warn!(%error, reports = batch.reports.len(), "could not mark a batch published");
         }
-        let mut acks = Vec::with_capacity(deliveries.len());
-        let mut alone = Vec::new();
+        let mut ack_through = None;
         for (delivery, outcome) in deliveries.iter().zip(&batch.outcomes) {
             match outcome {
-                BatchOutcome::Done | BatchOutcome::Duplicate => acks.push(delivery),
+                BatchOutcome::Done | BatchOutcome::Duplicate => {
+                    ack_through = Some(delivery.delivery_tag);
+                }
                 BatchOutcome::Poison(reason) => {
                     self.dead_letter(live, delivery, reason).await?;
-                    acks.push(delivery);
+                    within(t, "ack", delivery.acker.ack(BasicAckOptions::default())).await?;
                 }
-                BatchOutcome::Alone => alone.push(delivery),
+                BatchOutcome::Alone => self.handle(live, pipeline, delivery).await?,
             }
         }
-        let acked = within(
-            t,
-            "ack",
-            futures_util::future::join_all(
-                acks.iter().map(|d| d.acker.ack(BasicAckOptions::default())),
-            )
-            .map(|results| results.into_iter().collect::<Result<Vec<bool>, _>>()),
-        )
-        .await;
-        acked?;
-        for delivery in alone {
-            self.handle(live, pipeline, delivery).await?;
-        }
-        Ok(())
+        Ok(ack_through)
     }
 
     /// Publishes a poison message to the dead-letter queue with its reason.
@@ -1141,7 +1397,10 @@ impl RabbitBus {
             for chunk in rows.chunks(BUNDLE_MAX) {
                 match chunk {
                     [item] => messages.push((key, item.body.clone(), feed_properties(item))),
-                    _ => messages.push((key, bundle_body(chunk), bundle_properties(chunk))),
+                    _ => {
+                        let (body, spans) = bundle_body(chunk);
+                        messages.push((key, body, bundle_properties(chunk, &spans)));
+                    }
                 }
             }
         }
@@ -1281,4 +1540,64 @@ fn close_quietly(live: Arc<Live>) {
         )
         .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u8, origins: &[&str]) -> FeedRow {
+        FeedRow {
+            seq: i64::from(n),
+            id: Uuid::now_v7(),
+            kind: "report".into(),
+            routing_key: "r.sqli.high.ip".into(),
+            origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            body: format!("{{\"n\":{n},\"s\":\"a \\\"quoted\\\" ]}}\"}}").into_bytes(),
+        }
+    }
+
+    /// A bundle's items come out byte for byte as stored, without the reader's own, whether
+    /// the reader slices them by the index or (a bundle of an earlier version, or an index
+    /// that does not fit) parses the body.
+    #[test]
+    fn bundles_are_sliced_by_their_index_and_read_without_it() {
+        let rows = [row(1, &["alpha"]), row(2, &["beta"]), row(3, &[])];
+        let refs: Vec<&FeedRow> = rows.iter().collect();
+        let (body, spans) = bundle_body(&refs);
+        let indexed = bundle_properties(&refs, &spans);
+        let expected: Vec<Vec<u8>> = vec![rows[1].body.clone(), rows[2].body.clone()];
+
+        let mut out = Vec::new();
+        assert_eq!(unpack_message(&indexed, &body, "alpha", &mut out), 3);
+        assert_eq!(out, expected);
+
+        let mut legacy_headers = FieldTable::default();
+        legacy_headers.insert(BUNDLE_HEADER.into(), AMQPValue::LongLongInt(3));
+        let legacy = BasicProperties::default().with_headers(legacy_headers);
+        let mut out = Vec::new();
+        assert_eq!(unpack_message(&legacy, &body, "alpha", &mut out), 3);
+        let parsed: Vec<serde_json::Value> = out
+            .iter()
+            .map(|i| serde_json::from_slice(i).unwrap())
+            .collect();
+        let wanted: Vec<serde_json::Value> = expected
+            .iter()
+            .map(|i| serde_json::from_slice(i).unwrap())
+            .collect();
+        assert_eq!(parsed, wanted);
+
+        // An index pointing past the body is not trusted: the body is parsed instead.
+        let mut out = Vec::new();
+        assert_eq!(
+            unpack_message(&indexed, &body[..body.len() / 2], "alpha", &mut out),
+            1
+        );
+        assert!(out.is_empty(), "half a bundle is unreadable, and dropped");
+
+        // A single item that is not JSON is dropped rather than passed on.
+        let mut out = Vec::new();
+        unpack_message(&BasicProperties::default(), b"{\"a\":", "alpha", &mut out);
+        assert!(out.is_empty());
+    }
 }
