@@ -5,8 +5,8 @@
 //! - off: the enforcement stage on an empty table, the identity enforcement stage (present
 //!   whenever a route authenticates), and the client ledger's disabled `observe` (one flag);
 //! - on: the same stages on a table holding 10 000 address rules, 64 prefix rules, 1 000
-//!   identity rules, 100 fingerprint rules and 16 client throttles (none matching, the common
-//!   case), the client fingerprint the proxy computes for the ledger and the event stream,
+//!   identity rules, 100 fingerprint rules, 16 client and 16 identity throttles (none
+//!   matching, the common case), the client fingerprint the proxy computes for the ledger and the event stream,
 //!   and the ledger's `observe` (the address, and the identity for authenticated requests).
 //!
 //! The detection engine's inspection of the same requests is timed in the same rounds as a
@@ -143,6 +143,12 @@ fn busy_enforcement() -> Arc<Enforcement> {
         let net: Net = format!("198.18.{i}.0/24").parse().expect("a prefix");
         enforcement.throttles.insert(Throttle::new(
             ThrottleScope::Client(net),
+            5.0,
+            now_ms() + 3_600_000,
+            "bench".into(),
+        ));
+        enforcement.throttles.insert(Throttle::new(
+            ThrottleScope::Identity(format!("abuser-{i}")),
             5.0,
             now_ms() + 3_600_000,
             "bench".into(),
@@ -287,7 +293,7 @@ fn main() {
     );
     println!("  context alone (identity clone)     {base_ns:8.0} ns/request");
     println!("  heal off (empty table, ledger off)  {off_ns:8.0} ns/request");
-    println!("  heal on  (11 164 rules, 16 throttles, fingerprint, ledger) {on_ns:8.0} ns/request");
+    println!("  heal on  (11 164 rules, 32 throttles, fingerprint, ledger) {on_ns:8.0} ns/request");
     println!("  detection engine inspect           {detect_ns:8.0} ns/request");
     println!(
         "  of which: both enforcement stages (identity clone included) {:.0} ns, fingerprint {:.0} ns, ledger {:.0} ns",

@@ -490,6 +490,14 @@ fn client_enforcement(gateway: &Gateway, key: &str) -> serde_json::Value {
     let mut throttles = Vec::new();
     if let Some(subject) = key.strip_prefix("user:") {
         blocks.extend(enforcement.blocking_identity(subject));
+        throttles = enforcement
+            .throttles
+            .list()
+            .into_iter()
+            .filter(
+                |t| matches!(&t.scope, crate::throttle::ThrottleScope::Identity(s) if s == subject),
+            )
+            .collect();
     } else if let Ok(ip) = key.parse::<std::net::IpAddr>() {
         blocks.extend(enforcement.blocking(ip));
         watched = enforcement.watching(ip);

@@ -467,9 +467,9 @@ impl Stage for EnforcementStage {
     }
 }
 
-/// Refuses requests whose authenticated identity is under a block rule. It runs right after
-/// the stages that prove an identity (authentication, signatures), since the first stage
-/// cannot know it yet.
+/// Refuses requests whose authenticated identity is under a block rule (403) or over a
+/// self-healing throttle (429). It runs right after the stages that prove an identity
+/// (authentication, signatures), since the first stage cannot know it yet.
 pub struct IdentityEnforcementStage {
     pub enforcement: Arc<Enforcement>,
 }
@@ -483,8 +483,15 @@ impl Stage for IdentityEnforcementStage {
         let Some(identity) = &ctx.identity else {
             return Outcome::Continue;
         };
-        match self.enforcement.blocking_identity(&identity.subject) {
-            Some(rule) => refuse(&rule),
+        if let Some(rule) = self.enforcement.blocking_identity(&identity.subject) {
+            return refuse(&rule);
+        }
+        match self
+            .enforcement
+            .throttles
+            .check_identity(&identity.subject, now_ms)
+        {
+            Some((throttle, wait_ms)) => too_many(&throttle, wait_ms, ctx),
             None => Outcome::Continue,
         }
     }
@@ -554,18 +561,23 @@ fn throttle(
     route: &str,
     ctx: &mut RequestContext,
 ) -> Outcome {
-    let Some((throttle, wait_ms)) = enforcement.throttles.check(client, route, now_ms) else {
-        return Outcome::Continue;
-    };
+    match enforcement.throttles.check(client, route, now_ms) {
+        Some((throttle, wait_ms)) => too_many(&throttle, wait_ms, ctx),
+        None => Outcome::Continue,
+    }
+}
+
+/// A throttle's answer: 429 with `Retry-After`.
+fn too_many(
+    throttle: &crate::throttle::Throttle,
+    wait_ms: u64,
+    ctx: &mut RequestContext,
+) -> Outcome {
     let seconds = wait_ms.div_ceil(1000).max(1);
     if let Ok(value) = http::HeaderValue::from_str(&seconds.to_string()) {
         ctx.response_headers
             .insert(http::header::RETRY_AFTER, value);
     }
-    let scope = match &throttle.scope {
-        crate::throttle::ThrottleScope::Client(net) => format!("client {net}"),
-        crate::throttle::ThrottleScope::Route(id) => format!("route `{id}`"),
-    };
     Outcome::Block {
         status: 429,
         finding: Finding {
@@ -575,8 +587,8 @@ fn throttle(
             score: Severity::Warning.score(),
             target: "client".into(),
             evidence: format!(
-                "{scope} throttled to {:.1}/s ({})",
-                throttle.rate_per_s, throttle.reason
+                "{} throttled to {:.1}/s ({})",
+                throttle.scope, throttle.rate_per_s, throttle.reason
             ),
         },
     }

@@ -1,6 +1,8 @@
-//! Throttles set by self-healing: a request rate limit on a client (address or prefix) or on
-//! a whole route, each with an expiry. Checked by the enforcement stage; an empty table costs
-//! one atomic load. Each throttle is a GCRA cell updated with compare-and-swap, so admitting
+//! Throttles set by self-healing: a request rate limit on a client (address or prefix), on an
+//! authenticated identity or on a whole route, each with an expiry. Address and route
+//! throttles are checked by the first enforcement stage, identity throttles by the identity
+//! enforcement stage (the first that knows the identity); an empty table costs one atomic
+//! load, an identity one hash probe. Each throttle is a GCRA cell updated with compare-and-swap, so admitting
 //! a request takes no lock.
 
 use std::collections::HashMap;
@@ -18,7 +20,19 @@ use serde::Serialize;
 #[serde(tag = "scope", content = "key", rename_all = "snake_case")]
 pub enum ThrottleScope {
     Client(Net),
+    /// An authenticated subject, from any address.
+    Identity(String),
     Route(String),
+}
+
+impl std::fmt::Display for ThrottleScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ThrottleScope::Client(net) => write!(f, "client {net}"),
+            ThrottleScope::Identity(subject) => write!(f, "identity `{subject}`"),
+            ThrottleScope::Route(id) => write!(f, "route `{id}`"),
+        }
+    }
 }
 
 /// One throttle.
@@ -90,6 +104,7 @@ impl Throttle {
 #[derive(Default)]
 struct Table {
     clients: Vec<Arc<Throttle>>,
+    identities: HashMap<String, Arc<Throttle>>,
     routes: HashMap<String, Arc<Throttle>>,
 }
 
@@ -126,6 +141,22 @@ impl Throttles {
             }
         }
         None
+    }
+
+    /// The identity throttle that refuses a request of `subject` now, with the milliseconds
+    /// to wait.
+    pub fn check_identity(
+        &self,
+        subject: &str,
+        now_ms: impl Fn() -> u64,
+    ) -> Option<(Arc<Throttle>, u64)> {
+        let table = self.table.load();
+        let throttle = table.identities.get(subject)?;
+        if throttle.until_ms <= now_ms() {
+            return None;
+        }
+        let wait = throttle.admit().err()?;
+        Some((throttle.clone(), wait))
     }
 
     /// Adds or replaces the throttle on its scope.
@@ -168,6 +199,9 @@ impl Throttles {
         for throttle in all.values() {
             match &throttle.scope {
                 ThrottleScope::Client(_) => table.clients.push(throttle.clone()),
+                ThrottleScope::Identity(subject) => {
+                    table.identities.insert(subject.clone(), throttle.clone());
+                }
                 ThrottleScope::Route(id) => {
                     table.routes.insert(id.clone(), throttle.clone());
                 }
@@ -231,5 +265,32 @@ mod tests {
                 .is_none()
         );
         assert!(throttles.remove(&ThrottleScope::Route("api".into())));
+    }
+
+    #[test]
+    fn an_identity_throttle_refuses_only_that_identity_and_not_its_address() {
+        let throttles = Throttles::default();
+        let shared: IpAddr = "198.51.100.7".parse().unwrap();
+        throttles.insert(Throttle::new(
+            ThrottleScope::Identity("mallory".into()),
+            2.0,
+            u64::MAX,
+            "test".into(),
+        ));
+        let refused = (0..10)
+            .filter(|_| throttles.check_identity("mallory", || 0).is_some())
+            .count();
+        assert!(refused >= 7, "{refused} of 10 refused at 2/s");
+        assert!(throttles.check_identity("bob", || 0).is_none());
+        assert!(
+            throttles.check(shared, "api", || 0).is_none(),
+            "the address mallory uses is not throttled"
+        );
+        assert!(
+            throttles.check_identity("mallory", || u64::MAX).is_none(),
+            "an expired throttle no longer refuses"
+        );
+        assert!(throttles.remove(&ThrottleScope::Identity("mallory".into())));
+        assert!(throttles.check_identity("mallory", || 0).is_none());
     }
 }

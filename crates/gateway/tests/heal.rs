@@ -1,8 +1,9 @@
 //! Self-healing chaos tests with real sockets: real upstreams that start failing, a config
 //! push that breaks a route, attack bursts from loopback addresses (127.0.0.x), a canaried
-//! prefix rule that meets a legitimate client, an abusive client. Each asserts what a user
-//! notices (the state reached, the answers clients get) with generous bounds, and prints the
-//! timings recorded in docs/benchmarks.md ("Self-healing").
+//! prefix rule that meets a legitimate client, an abusive client (by address and by
+//! identity). Each asserts what a user notices (the state reached, the answers clients get)
+//! with generous bounds, and prints the timings recorded in docs/benchmarks.md
+//! ("Self-healing").
 
 mod common;
 
@@ -1077,6 +1078,157 @@ reload:
     println!(
         "abusive client → throttle: in effect {} ms after the abuse began",
         ms(throttled - started)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abusive_identity_is_throttled_by_identity_while_another_identity_on_its_address_is_not()
+{
+    let upstream = TestUpstream::start().await.unwrap();
+    let config = format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:0
+admin:
+  address: 127.0.0.1:0
+upstreams:
+  backend:
+    targets: ["{upstream}"]
+auth:
+  providers:
+    partners:
+      api_keys:
+        keys:
+          - name: mallory
+            sha256: {mallory}
+          - name: bob
+            sha256: {bob}
+routes:
+  - id: api
+    upstream: backend
+    auth:
+      providers: [partners]
+    rate_limit:
+      - {{name: per-identity, key: identity, rate: 20, per: 1s}}
+heal:
+  mode: enforce
+  interval: 500ms
+  thresholds:
+    abuse_refusals: 10
+  throttle:
+    rate: 2
+    ttl: 30s
+access_log:
+  enabled: false
+reload:
+  watch: false
+"#,
+        upstream = upstream.addr(),
+        mallory = sha256_hex(MALLORY_KEY),
+        bob = sha256_hex(BOB_KEY),
+    );
+    let gw = start(&config).await;
+    // Both leave from one address, as users behind one NAT or corporate proxy do; bob stays
+    // well under the identity limit.
+    let shared_address = client_from("127.0.0.95");
+    let bob_requests = Arc::new(Mutex::new(Vec::<u16>::new()));
+    let bob_stop = Arc::new(AtomicBool::new(false));
+    let bob_task = tokio::spawn({
+        let (client, url) = (shared_address.clone(), gw.url("/echo"));
+        let (requests, stop) = (bob_requests.clone(), bob_stop.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let status = get_as(&client, &url, BOB_KEY).await.status.as_u16();
+                requests.lock().unwrap().push(status);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut refused_by_limit = 0;
+    for _ in 0..60 {
+        let reply = get_as(&shared_address, &gw.url("/echo"), MALLORY_KEY).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            refused_by_limit += 1;
+        }
+    }
+    assert!(refused_by_limit >= 10, "{refused_by_limit}");
+    let throttle = wait_for(
+        Duration::from_secs(10),
+        "a throttle on mallory's identity",
+        || async {
+            admin_json(&gw, "/heal").await["throttles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["scope"]["scope"] == "identity" && t["scope"]["key"] == "mallory")
+                .cloned()
+        },
+    )
+    .await;
+    let throttled = Instant::now();
+    assert_eq!(throttle["rate_per_s"], 2.0);
+    let throttles = admin_json(&gw, "/heal").await["throttles"].clone();
+    assert_eq!(
+        throttles.as_array().unwrap().len(),
+        1,
+        "no throttle on the shared address: {throttles}"
+    );
+    // Mallory now gets 429 with Retry-After from the throttle, well under the identity's own
+    // limit (which would let 10 back-to-back requests through after a quiet second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut ok = 0;
+    for _ in 0..10 {
+        let reply = get_as(&shared_address, &gw.url("/echo"), MALLORY_KEY).await;
+        if reply.status == StatusCode::OK {
+            ok += 1;
+        } else {
+            assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+    }
+    assert!(
+        ok <= 3,
+        "{ok} of 10 back-to-back requests passed a 2/s throttle"
+    );
+    // The throttle follows the identity to another address.
+    let elsewhere = client_from("127.0.0.96");
+    let mut refused_elsewhere = 0;
+    for _ in 0..5 {
+        let reply = get_as(&elsewhere, &gw.url("/echo"), MALLORY_KEY).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            refused_elsewhere += 1;
+        }
+    }
+    assert!(refused_elsewhere >= 3, "{refused_elsewhere} of 5 refused");
+    let incident = wait_for(
+        Duration::from_secs(5),
+        "a verified abuse incident",
+        || async {
+            incident_of(&gw, "abuse")
+                .await
+                .filter(|i| i["state"] == "normal")
+        },
+    )
+    .await;
+    assert_eq!(incident["subject"], "abuse:identity:mallory");
+    assert_eq!(incident["action_records"][0]["kind"], "throttle");
+    assert_eq!(
+        incident["action_records"][0]["spec"]["target"]["scope"],
+        "identity"
+    );
+    bob_stop.store(true, Ordering::Relaxed);
+    let _ = bob_task.await;
+    let bob_statuses = bob_requests.lock().unwrap().clone();
+    assert!(!bob_statuses.is_empty());
+    assert!(
+        bob_statuses.iter().all(|s| *s == 200),
+        "bob, on mallory's address, was never refused: {bob_statuses:?}"
+    );
+    println!(
+        "abusive identity → identity throttle: in effect {} ms after the abuse began (decision interval 500 ms); bob on the same address: 0 of {} requests refused",
+        ms(throttled - started),
+        bob_statuses.len(),
     );
 }
 

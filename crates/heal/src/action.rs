@@ -28,8 +28,32 @@ impl CircuitKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "scope", content = "key", rename_all = "snake_case")]
 pub enum ThrottleTarget {
+    /// A client by address or prefix.
     Client(Net),
+    /// An authenticated identity, wherever it connects from (its address may be a NAT or a
+    /// proxy that other clients share).
+    Identity(String),
     Route(String),
+}
+
+impl ThrottleTarget {
+    /// The throttle that covers exactly `client`.
+    pub fn of_client(client: &ClientKey) -> ThrottleTarget {
+        match client {
+            ClientKey::Address(ip) => ThrottleTarget::Client(Net::address(*ip)),
+            ClientKey::Identity(subject) => ThrottleTarget::Identity(subject.clone()),
+        }
+    }
+
+    /// The clients the throttle covers, as a block rule would name them (`None` for a
+    /// route): the allowlist and the traffic share are checked on it.
+    pub fn client_target(&self) -> Option<Target> {
+        match self {
+            ThrottleTarget::Client(net) => Some(Target::Net(*net)),
+            ThrottleTarget::Identity(subject) => Some(Target::Identity(subject.clone())),
+            ThrottleTarget::Route(_) => None,
+        }
+    }
 }
 
 /// One action, as the gateway applies it.
@@ -133,6 +157,7 @@ impl ActionSpec {
             } => {
                 let what = match target {
                     ThrottleTarget::Client(net) => format!("client {net}"),
+                    ThrottleTarget::Identity(subject) => format!("identity `{subject}`"),
                     ThrottleTarget::Route(id) => format!("route `{id}`"),
                 };
                 format!(
@@ -307,4 +332,29 @@ pub enum Command {
     /// Tell the hooks about an incident (`opened`, `escalated`, `resolved`); hooks that
     /// follow `remediation` are called by applying a `Hook` action instead.
     Notify { incident: u64, event: &'static str },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_throttles_persist_and_throttles_saved_before_them_still_load() {
+        let old: ThrottleTarget =
+            serde_json::from_str(r#"{"scope":"client","key":"192.0.2.1"}"#).unwrap();
+        assert_eq!(old, ThrottleTarget::Client("192.0.2.1".parse().unwrap()));
+        let spec = ActionSpec::Throttle {
+            target: ThrottleTarget::of_client(&ClientKey::Identity("mallory".into())),
+            rate_per_s: 2.0,
+            ttl_ms: 1_000,
+        };
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["target"]["scope"], "identity");
+        assert_eq!(json["target"]["key"], "mallory");
+        assert_eq!(serde_json::from_value::<ActionSpec>(json).unwrap(), spec);
+        assert_eq!(
+            spec.describe(),
+            "throttle identity `mallory` to 2.0 requests/s for 1 s"
+        );
+    }
 }

@@ -36,13 +36,19 @@ pub fn check(spec: &ActionSpec, ctx: &GuardContext<'_>) -> Result<String, String
             ))
         }
         ActionSpec::Throttle {
-            target: ThrottleTarget::Client(net),
+            target: target @ (ThrottleTarget::Client(_) | ThrottleTarget::Identity(_)),
             ..
         } => {
-            let target = Target::Net(*net);
+            let target = target
+                .client_target()
+                .ok_or("a client throttle names no client")?;
             allowlisted(&target, ctx)?;
-            let offenders: Vec<_> = net.as_address().map(ClientKey::from).into_iter().collect();
-            let share = traffic_share(&target, &offenders, ctx)?;
+            let offender = match &target {
+                Target::Net(net) => net.as_address().map(ClientKey::from),
+                Target::Identity(subject) => Some(ClientKey::Identity(subject.clone())),
+                Target::Fingerprint(_) => None,
+            };
+            let share = traffic_share(&target, &Vec::from_iter(offender), ctx)?;
             Ok(format!("not allowlisted; {share}"))
         }
         ActionSpec::Throttle {
@@ -176,5 +182,42 @@ mod tests {
             err.contains("50 of 100"),
             "a fingerprint shared by others' traffic: {err}"
         );
+    }
+
+    #[test]
+    fn an_identity_throttle_is_held_to_the_traffic_share_not_to_the_address_allowlist() {
+        let mut settings = Settings::default();
+        settings.guardrails.allowlist = vec!["127.0.0.0/8".parse().unwrap()];
+        let window = Window {
+            total_requests: 100,
+            ..Window::default()
+        };
+        let throttle = |target| ActionSpec::Throttle {
+            target,
+            rate_per_s: 1.0,
+            ttl_ms: 1,
+        };
+        let quiet = Fixed(0);
+        let ctx = GuardContext {
+            settings: &settings,
+            window: &window,
+            traffic: &quiet,
+            blocks_last_minute: 0,
+        };
+        let mallory = throttle(ThrottleTarget::Identity("mallory".into()));
+        assert!(check(&mallory, &ctx).is_ok());
+        let err = check(
+            &throttle(ThrottleTarget::Client("127.0.0.9".parse().unwrap())),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(err.contains("allowlisted"), "{err}");
+        let busy = Fixed(50);
+        let ctx = GuardContext {
+            traffic: &busy,
+            ..ctx
+        };
+        let err = check(&mallory, &ctx).unwrap_err();
+        assert!(err.contains("identity:mallory covers 50 of 100"), "{err}");
     }
 }

@@ -3,7 +3,6 @@
 //! hands over to the next, and an empty list escalates.
 
 use crate::action::{ActionSpec, CircuitKey, ThrottleTarget};
-use crate::net::Net;
 use crate::observe::Window;
 use crate::settings::Settings;
 use crate::symptom::Symptom;
@@ -96,33 +95,24 @@ pub fn plan(symptom: &Symptom, ctx: &PlanContext<'_>) -> Vec<ActionSpec> {
         Symptom::Attack { client, .. } => {
             steps.push(ctx.block(client.target(), vec![client.clone()]));
         }
-        // Throttles count by address; an identity goes straight to its block.
-        Symptom::Abuse {
-            client: client @ ClientKey::Identity(_),
-            ..
-        } => {
-            steps.push(ctx.block(client.target(), vec![client.clone()]));
-        }
-        Symptom::Abuse {
-            client: ClientKey::Address(ip),
-            ..
-        } => {
-            let client = ClientKey::Address(*ip);
-            let net = Net::address(*ip);
+        // An abusive client is slowed down before it is refused: by identity when it has
+        // one (others may share its address), else by address.
+        Symptom::Abuse { client, .. } => {
+            let target = ThrottleTarget::of_client(client);
             steps.push(ActionSpec::Throttle {
-                target: ThrottleTarget::Client(net),
+                target: target.clone(),
                 rate_per_s: s.throttle_rate,
                 ttl_ms: s.throttle_ttl_ms,
             });
             let tighter = (s.throttle_rate / 4.0).max(s.throttle_min_rate);
             if tighter < s.throttle_rate {
                 steps.push(ActionSpec::Throttle {
-                    target: ThrottleTarget::Client(net),
+                    target,
                     rate_per_s: tighter,
                     ttl_ms: s.throttle_ttl_ms,
                 });
             }
-            steps.push(ctx.block(Target::Net(net), vec![client]));
+            steps.push(ctx.block(client.target(), vec![client.clone()]));
         }
         Symptom::DistributedAttack { prefix, offenders } => {
             let offenders = offenders.iter().map(|ip| ClientKey::from(*ip)).collect();
@@ -165,6 +155,7 @@ pub fn plan(symptom: &Symptom, ctx: &PlanContext<'_>) -> Vec<ActionSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::Net;
     use crate::observe::PoolWindow;
 
     fn window(fallback_available: usize) -> Window {
@@ -287,6 +278,43 @@ mod tests {
     }
 
     #[test]
+    fn an_abusive_identity_is_throttled_then_blocked_by_identity_never_by_address() {
+        let settings = Settings::default();
+        let w = window(1);
+        let mallory = ClientKey::Identity("mallory".into());
+        let steps = plan(
+            &Symptom::Abuse {
+                client: mallory.clone(),
+                refusals: 50,
+            },
+            &ctx(&settings, &w),
+        );
+        let identity = ThrottleTarget::Identity("mallory".into());
+        assert_eq!(
+            steps,
+            [
+                ActionSpec::Throttle {
+                    target: identity.clone(),
+                    rate_per_s: settings.throttle_rate,
+                    ttl_ms: settings.throttle_ttl_ms,
+                },
+                ActionSpec::Throttle {
+                    target: identity,
+                    rate_per_s: settings.throttle_rate / 4.0,
+                    ttl_ms: settings.throttle_ttl_ms,
+                },
+                ActionSpec::Block {
+                    target: Target::Identity("mallory".into()),
+                    ttl_ms: 60_000,
+                    canary_percent: None,
+                    offenders: vec![mallory],
+                },
+            ],
+            "the same escalation as an address, on the identity"
+        );
+    }
+
+    #[test]
     fn an_authenticated_attacker_is_blocked_by_identity_and_a_shared_fingerprint_is_canaried() {
         let settings = Settings::default();
         let w = window(1);
@@ -308,14 +336,6 @@ mod tests {
             },
             "the identity, not the address it shares with others"
         );
-        let steps = plan(
-            &Symptom::Abuse {
-                client: ClientKey::Identity("mallory".into()),
-                refusals: 50,
-            },
-            &ctx(&settings, &w),
-        );
-        assert_eq!(steps.len(), 1, "no address throttle for an identity");
         let steps = plan(
             &Symptom::SharedFingerprint {
                 fingerprint: 0xabc,

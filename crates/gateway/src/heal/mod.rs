@@ -184,6 +184,14 @@ fn block_target(target: &Target) -> Option<BlockTarget> {
     target.to_string().parse().ok()
 }
 
+fn throttle_scope(target: &ThrottleTarget) -> ThrottleScope {
+    match target {
+        ThrottleTarget::Client(net) => ThrottleScope::Client(*net),
+        ThrottleTarget::Identity(subject) => ThrottleScope::Identity(subject.clone()),
+        ThrottleTarget::Route(id) => ThrottleScope::Route(id.clone()),
+    }
+}
+
 fn indicator(action: u64) -> String {
     format!("heal-action-{action}")
 }
@@ -219,12 +227,8 @@ fn install(
         ActionSpec::Throttle {
             target, rate_per_s, ..
         } => {
-            let scope = match target {
-                ThrottleTarget::Client(net) => ThrottleScope::Client(*net),
-                ThrottleTarget::Route(id) => ThrottleScope::Route(id.clone()),
-            };
             enforcement.throttles.insert(Throttle::new(
-                scope,
+                throttle_scope(target),
                 *rate_per_s,
                 until_ms,
                 format!("self-healing action #{action} ({why})"),
@@ -509,10 +513,7 @@ fn execute(
                         }
                     }
                     ActionSpec::Throttle { target, .. } => {
-                        enforcement.throttles.remove(&match target {
-                            ThrottleTarget::Client(net) => ThrottleScope::Client(*net),
-                            ThrottleTarget::Route(id) => ThrottleScope::Route(id.clone()),
-                        });
+                        enforcement.throttles.remove(&throttle_scope(target));
                     }
                     ActionSpec::Circuit { key, .. } => {
                         // Only the circuit this action set (a later action may own it now).
