@@ -865,6 +865,43 @@ async fn get_as(client: &TestClient, url: &str, key: &str) -> Reply {
     send(client, request).await
 }
 
+/// A legitimate identity sending plain requests in the background until `finish`, which
+/// returns every status it got.
+struct Bystander {
+    statuses: Arc<Mutex<Vec<u16>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Bystander {
+    fn start(client: &TestClient, url: String, key: &'static str, every: Duration) -> Self {
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let client = client.clone();
+            let (statuses, stop) = (statuses.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = get_as(&client, &url, key).await.status.as_u16();
+                    statuses.lock().unwrap().push(status);
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        Bystander {
+            statuses,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> Vec<u16> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.statuses.lock().unwrap().clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authenticated_attacker_is_blocked_by_identity_while_another_identity_on_its_address_keeps_working()
  {
@@ -907,19 +944,12 @@ reload:
     let gw = start(&config).await;
     // Both leave from one address, as users behind one NAT or corporate proxy do.
     let shared_address = client_from("127.0.0.90");
-    let bob_requests = Arc::new(Mutex::new(Vec::<u16>::new()));
-    let bob_stop = Arc::new(AtomicBool::new(false));
-    let bob_task = tokio::spawn({
-        let (client, url) = (shared_address.clone(), gw.url("/echo"));
-        let (requests, stop) = (bob_requests.clone(), bob_stop.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                let status = get_as(&client, &url, BOB_KEY).await.status.as_u16();
-                requests.lock().unwrap().push(status);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
+    let bob = Bystander::start(
+        &shared_address,
+        gw.url("/echo"),
+        BOB_KEY,
+        Duration::from_millis(20),
+    );
     let burst = Instant::now();
     for _ in 0..10 {
         let reply = get_as(
@@ -968,9 +998,7 @@ reload:
     .await;
     assert_eq!(incident["subject"], "client:identity:mallory");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    bob_stop.store(true, Ordering::Relaxed);
-    let _ = bob_task.await;
-    let bob_statuses = bob_requests.lock().unwrap().clone();
+    let bob_statuses = bob.finish().await;
     assert!(!bob_statuses.is_empty());
     assert!(
         bob_statuses.iter().all(|s| *s == 200),
@@ -1131,19 +1159,12 @@ reload:
     // Both leave from one address, as users behind one NAT or corporate proxy do; bob stays
     // well under the identity limit.
     let shared_address = client_from("127.0.0.95");
-    let bob_requests = Arc::new(Mutex::new(Vec::<u16>::new()));
-    let bob_stop = Arc::new(AtomicBool::new(false));
-    let bob_task = tokio::spawn({
-        let (client, url) = (shared_address.clone(), gw.url("/echo"));
-        let (requests, stop) = (bob_requests.clone(), bob_stop.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                let status = get_as(&client, &url, BOB_KEY).await.status.as_u16();
-                requests.lock().unwrap().push(status);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    let bob = Bystander::start(
+        &shared_address,
+        gw.url("/echo"),
+        BOB_KEY,
+        Duration::from_millis(100),
+    );
     let started = Instant::now();
     let mut refused_by_limit = 0;
     for _ in 0..60 {
@@ -1217,9 +1238,7 @@ reload:
         incident["action_records"][0]["spec"]["target"]["scope"],
         "identity"
     );
-    bob_stop.store(true, Ordering::Relaxed);
-    let _ = bob_task.await;
-    let bob_statuses = bob_requests.lock().unwrap().clone();
+    let bob_statuses = bob.finish().await;
     assert!(!bob_statuses.is_empty());
     assert!(
         bob_statuses.iter().all(|s| *s == 200),
