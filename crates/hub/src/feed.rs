@@ -583,20 +583,7 @@ async fn insert_sighting_in(
         } else {
             SightingOutcome::Pending
         };
-        tx.exec(
-                "INSERT INTO hub_sightings (report_id, participant_id, organisation, indicator, received_at, valid_until, outcome) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    Arg::Text(&id),
-                    Arg::Text(&report.participant_id),
-                    Arg::Text(&sighting.organisation),
-                    Arg::Text(&sighting.indicator),
-                    Arg::Int(report.received_at_ms),
-                    Arg::Int(report.valid_until_ms),
-                    Arg::Int(outcome as i64),
-                ],
-            )
-            .await?;
+        insert_sighting_row(tx, report, sighting, outcome).await?;
         if sighting.allowlisted {
             contradict_allowlisted_in(tx, report, sighting, settings, now).await?;
         }
@@ -781,22 +768,32 @@ async fn insert_allowlisted_in(
     settings: &TrustSettings,
     now: DateTime<Utc>,
 ) -> Result<(), HubError> {
-    let id = report.id.to_string();
+    insert_sighting_row(tx, report, sighting, SightingOutcome::Allowlisted).await?;
+    contradict_allowlisted_in(tx, report, sighting, settings, now).await
+}
+
+/// One participant's sighting of an indicator, with what became of it.
+async fn insert_sighting_row(
+    tx: &mut Tx,
+    report: &StoredReport,
+    sighting: &Sighting,
+    outcome: SightingOutcome,
+) -> Result<(), HubError> {
     tx.exec(
         "INSERT INTO hub_sightings (report_id, participant_id, organisation, indicator, received_at, valid_until, outcome) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
-            Arg::Text(&id),
+            Arg::Text(&report.id.to_string()),
             Arg::Text(&report.participant_id),
             Arg::Text(&sighting.organisation),
             Arg::Text(&sighting.indicator),
             Arg::Int(report.received_at_ms),
             Arg::Int(report.valid_until_ms),
-            Arg::Int(SightingOutcome::Allowlisted as i64),
+            Arg::Int(outcome as i64),
         ],
     )
     .await?;
-    contradict_allowlisted_in(tx, report, sighting, settings, now).await
+    Ok(())
 }
 
 /// After an allowlisted sighting: contradicts its reporter unless it reported the same
